@@ -1,0 +1,126 @@
+"""`python -m fedcore run ...`: headless runs for scripts, checks and benchmarks.
+
+Errors a user can fix (a setting, a data file) end as one line on stderr and
+exit code 2 (settings) or 1 (data, runs); no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from fedcore.config import (
+    ConfigError,
+    ExperimentConfig,
+    default_exclusions,
+    format_exclusions,
+    parse_exclusions,
+)
+from fedcore.data import DataError
+from fedcore.experiment import PHASES, run_experiment
+from fedcore.results import ExperimentResult
+
+DEFAULTS = ExperimentConfig()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fedcore",
+        description="fedcore: MNIST split across clients, trained alone and with Flower.",
+        allow_abbrev=False,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run", help="run the experiment and write its results JSON", allow_abbrev=False
+    )
+    run.add_argument("--phase", choices=PHASES, default="all")
+    run.add_argument("--out", help="write the results JSON here (atomically)")
+    run.add_argument(
+        "--data-dir",
+        default=DEFAULTS.data_dir,
+        metavar="DIR",
+        help="folder with the four MNIST IDX files "
+        "(default: $FEDCORE_DATA_DIR, else the Hugging Face Hub)",
+    )
+    run.add_argument("--clients", type=int, default=DEFAULTS.num_clients)
+    run.add_argument(
+        "--exclude",
+        default=None,
+        metavar="'1,3,7;2,5,8;4,6,9'",
+        help="excluded digits per client, ';' between clients (default: reference, cycled)",
+    )
+    run.add_argument("--rounds", type=int, default=DEFAULTS.num_rounds)
+    run.add_argument("--epochs", type=int, default=DEFAULTS.local_epochs)
+    run.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    run.add_argument("--lr", type=float, default=DEFAULTS.learning_rate)
+    run.add_argument("--momentum", type=float, default=DEFAULTS.momentum)
+    run.add_argument(
+        "--fraction",
+        type=float,
+        default=DEFAULTS.fraction_train,
+        help="fraction of clients that train in each round",
+    )
+    run.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    exclusions = parse_exclusions(args.exclude) if args.exclude is not None else None
+    return ExperimentConfig(
+        num_clients=args.clients,
+        excluded_digits=exclusions if exclusions is not None else default_exclusions(args.clients),
+        num_rounds=args.rounds,
+        local_epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        momentum=args.momentum,
+        fraction_train=args.fraction,
+        seed=args.seed,
+        data_dir=args.data_dir,
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:5.1f}%"
+
+
+def format_table(result: ExperimentResult) -> str:
+    """A short text table: one row per model, one column per test set."""
+    subsets = [",".join(map(str, s)) for s in result.config.missing_subsets]
+    header = f"{'model':<22}{'train':>7}{'full':>8}{'own missing':>13}" + "".join(
+        f"{'[' + s + ']':>10}" for s in subsets
+    )
+    lines = [header, "-" * len(header)]
+    for c in result.isolated or []:
+        name = f"isolated {c.client} (-{','.join(map(str, c.excluded)) or 'none'})"
+        lines.append(
+            f"{name:<22}{c.train_size:>7}{_pct(c.accuracy):>8}{_pct(c.missing_accuracy):>13}"
+            + "".join(f"{_pct(c.subset_accuracy[s]):>10}" for s in subsets)
+        )
+    timing = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.timings.items())
+    config = result.config
+    lines.append(
+        f"config: exclude {format_exclusions(config.excluded_digits)}, "
+        f"{config.num_rounds} rounds, {config.local_epochs} epochs, seed {config.seed}"
+    )
+    lines.append(f"time: {timing}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as error:
+        print(f"fedcore: invalid setting: {error}", file=sys.stderr)
+        return 2
+    try:
+        result = run_experiment(config, args.phase)
+    except DataError as error:
+        print(f"fedcore: data error: {error}", file=sys.stderr)
+        return 1
+    print(format_table(result))
+    if args.out:
+        print(f"results written to {result.save(args.out)}")
+    return 0

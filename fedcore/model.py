@@ -1,0 +1,32 @@
+"""The spec's MLP, built deterministically from a seed."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """`Linear(784, 128) -> ReLU -> Linear(128, 10)` on flattened 28x28 images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def build_model(seed: int) -> Net:
+    """Same seed, same initial weights, without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Net()
+
+
+def get_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def set_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict(weights, strict=True)

@@ -1,0 +1,109 @@
+"""Results as plain dataclasses that round-trip through JSON.
+
+A run can then be cached, compared, reloaded by the app, or written by
+`flwr run .` and read by a script. Accuracies are fractions in [0, 1];
+subset names are the digits joined by commas (`"1,3,7"`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedcore.config import ExperimentConfig
+from fedcore.storage import atomic_write_text
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be loaded; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    """One isolated model: trained on one client's data only."""
+
+    client: int  # 1-based
+    excluded: list[int]
+    train_size: int
+    loss: list[float]  # mean training loss of every epoch
+    accuracy: float  # full test set
+    missing_accuracy: float | None  # its own missing digits; None if it excludes none
+    subset_accuracy: dict[str, float]
+    confusion: list[list[int]]
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """The global model after `round` rounds (0 = the initial weights)."""
+
+    round: int
+    accuracy: float
+    loss: float
+    subset_accuracy: dict[str, float]
+    # client number (as text, JSON keys are strings) -> loss of every local epoch
+    client_loss: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FederatedResult:
+    history: list[RoundResult]
+    accuracy: float
+    loss: float
+    subset_accuracy: dict[str, float]
+    confusion: list[list[int]]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FederatedResult:
+        history = [RoundResult(**row) for row in data["history"]]
+        return cls(**(data | {"history": history}))
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    config: ExperimentConfig
+    isolated: list[ClientResult] | None = None
+    federated: FederatedResult | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"config": self.config.to_dict()}
+        if self.isolated is not None:
+            data["isolated"] = [asdict(client) for client in self.isolated]
+        if self.federated is not None:
+            data["federated"] = asdict(self.federated)
+        data["timings"] = dict(self.timings)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentResult:
+        isolated = data.get("isolated")
+        federated = data.get("federated")
+        return cls(
+            config=ExperimentConfig.from_dict(data["config"]),
+            isolated=None if isolated is None else [ClientResult(**c) for c in isolated],
+            federated=None if federated is None else FederatedResult.from_dict(federated),
+            timings=dict(data.get("timings", {})),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentResult:
+        return cls.from_dict(json.loads(text))
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically, so a half-written file can never be loaded."""
+        return atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentResult:
+        path = Path(path)
+        try:
+            return cls.from_json(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ResultsError(f"{path}: cannot be read ({error.strerror or error})") from error
+        except (ValueError, KeyError, TypeError) as error:
+            raise ResultsError(f"{path}: not a fedcore results file ({error})") from error
