@@ -53,6 +53,7 @@ class FederatedResult:
     loss: float
     subset_accuracy: dict[str, float]
     confusion: list[list[int]]
+    failures: list[str] = field(default_factory=list)  # "round N: client K failed: why"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FederatedResult:

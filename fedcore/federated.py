@@ -1,0 +1,218 @@
+"""The server side of federated training: FedAvg rounds, central evaluation, history.
+
+`run_federated` is what the ServerApp does, whether it runs under `flwr run`,
+in-process from the notebook, or on the deployment engine. It keeps Flower's
+own `FedAvg` for sampling and weighted averaging and adds only bookkeeping:
+per-client losses, failures, and progress events for a UI.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedcore.config import ExperimentConfig
+from fedcore.data import load_mnist
+from fedcore.evaluation import evaluate
+from fedcore.model import build_model
+from fedcore.results import FederatedResult, RoundResult
+
+REPLY_POLL_SECONDS = 0.05
+ROUND_TIMEOUT_SECONDS = 3600.0
+NODE_WAIT_SECONDS = 120.0  # for the first SuperNode to connect
+NODE_SETTLE_SECONDS = 10.0  # no new SuperNode for this long: that is all of them
+
+
+class FederatedRunError(RuntimeError):
+    """A federated run could not go on; the message says which round and why."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a federated run, for progress bars and live charts.
+
+    kind: "round-start", "client-done", "client-failed" or "round-done".
+    `history` holds every round finished so far (round 0 = initial model).
+    """
+
+    kind: str
+    server_round: int
+    num_rounds: int
+    client: int | None = None
+    detail: str = ""
+    history: tuple[RoundResult, ...] = ()
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def client_of(reply: Message) -> int | None:
+    """The 1-based client number a ClientApp put in its reply (None on error replies)."""
+    if reply.has_error():
+        return None
+    return int(reply.content["client"]["client"])
+
+
+class ReportingGrid:
+    """A Grid that reports every reply as it arrives, not only when a round ends.
+
+    It delegates everything to Flower's grid and replaces `send_and_receive`
+    with the same push-then-pull loop, calling `on_reply` for each reply.
+    """
+
+    def __init__(self, grid: Grid, on_reply: Callable[[Message], None]) -> None:
+        self._grid = grid
+        self._on_reply = on_reply
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        pending = set(self._grid.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while pending and (deadline is None or time.monotonic() < deadline):
+            for reply in self._grid.pull_messages(pending):
+                pending.discard(reply.metadata.reply_to_message_id)
+                replies.append(reply)
+                self._on_reply(reply)
+            if pending:
+                time.sleep(REPLY_POLL_SECONDS)
+        return replies
+
+
+@dataclass
+class RunLog:
+    """What the strategy saw, round by round."""
+
+    client_loss: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+class FedcoreFedAvg(FedAvg):
+    """Flower's FedAvg, plus a record of each client's losses and of failed clients."""
+
+    def __init__(self, config: ExperimentConfig, log: RunLog) -> None:
+        super().__init__(
+            fraction_train=config.fraction_train,
+            fraction_evaluate=0.0,  # the server evaluates the global model centrally
+            min_train_nodes=1,
+            min_available_nodes=config.num_clients,
+        )
+        self.num_clients = config.num_clients
+        self.log = log
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        losses: dict[str, list[float]] = {}
+        for reply in replies:
+            if reply.has_error():
+                self.log.failures.append(f"round {server_round}: {reply.error.reason}")
+            else:
+                client = client_of(reply)
+                losses[str(client)] = list(reply.content["client"]["epoch-losses"])
+        self.log.client_loss[server_round] = dict(sorted(losses.items(), key=lambda kv: int(kv[0])))
+        if not losses:
+            reasons = "; ".join(self.log.failures[-len(replies) :]) or "no client replied in time"
+            raise FederatedRunError(f"round {server_round}: every client failed ({reasons})")
+        return super().aggregate_train(server_round, replies)
+
+
+def wait_for_supernodes(grid: Grid, expected: int) -> None:
+    """Wait until `expected` SuperNodes are connected; fail clearly on a mismatch.
+
+    Each SuperNode holds partition `partition-id` of `num-partitions`, so a
+    federation of another size would silently train on a different split.
+    """
+    start = changed = time.monotonic()
+    count = 0
+    while True:
+        now_count = len(list(grid.get_node_ids()))
+        now = time.monotonic()
+        if now_count != count:
+            count, changed = now_count, now
+        if count == expected:
+            return
+        settled = count > 0 and now - changed > NODE_SETTLE_SECONDS
+        if count > expected or settled or now - start > NODE_WAIT_SECONDS:
+            raise FederatedRunError(
+                f"num-clients is {expected} but the federation has {count} SuperNodes; "
+                f"run with --federation-config 'num-supernodes={expected}' "
+                f"or --run-config 'num-clients={count}' (with matching exclusions)"
+            )
+        time.sleep(REPLY_POLL_SECONDS)
+
+
+def run_federated(
+    grid: Grid,
+    config: ExperimentConfig,
+    on_progress: ProgressCallback | None = None,
+) -> FederatedResult:
+    """FedAvg for `config.num_rounds` rounds; evaluate the global model before and after each."""
+    wait_for_supernodes(grid, config.num_clients)
+    random.seed(config.seed)  # FedAvg samples clients with the `random` module
+    data = load_mnist(config)
+    model = build_model(config.seed)
+    log = RunLog()
+    history: list[RoundResult] = []
+
+    def report(kind: str, server_round: int, client: int | None = None, detail: str = "") -> None:
+        if on_progress is not None:
+            on_progress(
+                Progress(kind, server_round, config.num_rounds, client, detail, tuple(history))
+            )
+
+    def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        report_ = evaluate(model, data.test_x, data.test_y, config.missing_subsets)
+        history.append(
+            RoundResult(
+                round=server_round,
+                accuracy=report_.accuracy,
+                loss=report_.loss,
+                subset_accuracy=report_.subset_accuracy,
+                client_loss=log.client_loss.get(server_round, {}),
+            )
+        )
+        confusions[server_round] = report_.confusion
+        report("round-done", server_round)
+        if server_round < config.num_rounds:
+            report("round-start", server_round + 1)
+        return MetricRecord({"accuracy": report_.accuracy, "loss": report_.loss})
+
+    def on_reply(reply: Message) -> None:
+        round_now = len(history)
+        if reply.has_error():
+            report("client-failed", round_now, detail=reply.error.reason)
+        else:
+            report("client-done", round_now, client_of(reply))
+
+    confusions: dict[int, list[list[int]]] = {}
+    FedcoreFedAvg(config, log).start(
+        grid=ReportingGrid(grid, on_reply),
+        initial_arrays=ArrayRecord(model.state_dict()),
+        num_rounds=config.num_rounds,
+        timeout=ROUND_TIMEOUT_SECONDS,
+        train_config=ConfigRecord(),
+        evaluate_fn=evaluate_global,
+    )
+    final = history[-1]
+    return FederatedResult(
+        history=history,
+        accuracy=final.accuracy,
+        loss=final.loss,
+        subset_accuracy=final.subset_accuracy,
+        confusion=confusions[final.round],
+        failures=list(log.failures),
+    )

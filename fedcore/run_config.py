@@ -1,0 +1,24 @@
+"""Flower's run config <-> `ExperimentConfig`, plus the keys that are not experiment settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fedcore.config import ExperimentConfig
+
+# Where `flwr run .` writes results; an output location, not an experiment setting.
+RESULTS_DIR_KEY = "results-dir"
+DEFAULT_RESULTS_DIR = "results"
+
+
+def experiment_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
+    """The experiment settings in a run config; a mistyped key raises `ConfigError`."""
+    return ExperimentConfig.from_run_config(
+        {key: value for key, value in run_config.items() if key != RESULTS_DIR_KEY}
+    )
+
+
+def results_dir(run_config: Mapping[str, Any]) -> Path:
+    return Path(str(run_config.get(RESULTS_DIR_KEY) or DEFAULT_RESULTS_DIR)).expanduser()

@@ -1,0 +1,73 @@
+"""In-process federated runs for the notebook and the CLI, on Flower's simulation engine.
+
+The same ServerApp logic (`run_federated`) and the same ClientApp handler as
+`flwr run .`, run by Flower's Simulation Runtime with the Ray backend: the
+ServerApp in a thread of this process (so progress callbacks reach the UI
+directly), each ClientApp in a Ray worker process that loads the data once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.simulation import run_simulation
+
+from fedcore.client_app import build_client_app
+from fedcore.config import ExperimentConfig
+from fedcore.federated import ProgressCallback, run_federated
+from fedcore.results import FederatedResult
+
+
+class SimulationError(RuntimeError):
+    """The simulation engine could not run (Ray failed to start, a worker died, ...)."""
+
+
+def backend_config(num_cpus: int | None = None) -> dict[str, Any]:
+    """One CPU per ClientApp, so clients train in parallel, one per core."""
+    return {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": num_cpus or os.cpu_count() or 1,
+            "logging_level": "ERROR",
+            "log_to_driver": False,
+            "include_dashboard": False,
+        },
+    }
+
+
+def simulate(
+    config: ExperimentConfig,
+    on_progress: ProgressCallback | None = None,
+    num_cpus: int | None = None,
+) -> FederatedResult:
+    """Run FedAvg over `config.num_clients` virtual SuperNodes and return the result."""
+    outcome: list[FederatedResult] = []
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        outcome.append(run_federated(grid, config, on_progress))
+
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    flwr_logger.setLevel(logging.ERROR)  # Flower logs every round; the UI shows progress
+    try:
+        run_simulation(
+            server_app=server_app,
+            client_app=build_client_app(config.to_run_config()),
+            num_supernodes=config.num_clients,
+            backend_config=backend_config(num_cpus),
+        )
+    except SystemExit as error:  # Flower exits the process on some runtime failures
+        raise SimulationError(
+            f"Flower's simulation engine stopped (exit code {error.code})"
+        ) from error
+    finally:
+        flwr_logger.setLevel(level)
+    if not outcome:
+        raise SimulationError("the simulation ended without a result")
+    return outcome[0]
