@@ -19,6 +19,7 @@ from fedcore.config import (
 )
 from fedcore.data import DataError
 from fedcore.experiment import PHASES, run_experiment
+from fedcore.federated import FederatedRunError, Progress
 from fedcore.results import ExperimentResult
 
 DEFAULTS = ExperimentConfig()
@@ -98,6 +99,15 @@ def format_table(result: ExperimentResult) -> str:
             f"{name:<22}{c.train_size:>7}{_pct(c.accuracy):>8}{_pct(c.missing_accuracy):>13}"
             + "".join(f"{_pct(c.subset_accuracy[s]):>10}" for s in subsets)
         )
+    federated = result.federated
+    if federated is not None:
+        lines.append(
+            f"{'federated (global)':<22}{'':>7}{_pct(federated.accuracy):>8}{'-':>13}"
+            + "".join(f"{_pct(federated.subset_accuracy[s]):>10}" for s in subsets)
+        )
+        rounds = ", ".join(f"{h.round}: {_pct(h.accuracy).strip()}" for h in federated.history)
+        lines.append(f"global accuracy per round: {rounds}")
+        lines += [f"failure: {failure}" for failure in federated.failures]
     timing = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.timings.items())
     config = result.config
     lines.append(
@@ -108,6 +118,17 @@ def format_table(result: ExperimentResult) -> str:
     return "\n".join(lines)
 
 
+def print_progress(event: Progress) -> None:
+    """One line per finished round on stderr, so a long run shows it is alive."""
+    if event.kind == "round-done":
+        last = event.history[-1]
+        print(
+            f"round {last.round}/{event.num_rounds}: {_pct(last.accuracy).strip()}", file=sys.stderr
+        )
+    elif event.kind == "client-failed":
+        print(f"warning: {event.detail}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -116,9 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedcore: invalid setting: {error}", file=sys.stderr)
         return 2
     try:
-        result = run_experiment(config, args.phase)
+        result = run_experiment(config, args.phase, on_progress=print_progress)
     except DataError as error:
         print(f"fedcore: data error: {error}", file=sys.stderr)
+        return 1
+    except FederatedRunError as error:
+        print(f"fedcore: federated run failed: {error}", file=sys.stderr)
         return 1
     print(format_table(result))
     if args.out:

@@ -20,7 +20,7 @@ from fedcore.isolated import batch_order_seed
 from fedcore.model import Net
 from fedcore.partition import ClientPartition, partition_clients
 from fedcore.run_config import experiment_config
-from fedcore.training import single_thread, train
+from fedcore.training import train
 
 
 class ClientFailure(RuntimeError):
@@ -54,17 +54,16 @@ def train_handler(msg: Message, context: Context) -> Message:
         data, partition = _partition(config, partition_id)
         model = Net()
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        with single_thread():
-            losses = train(
-                model,
-                data.train_x[partition.indices],
-                data.train_y[partition.indices],
-                epochs=config.local_epochs,
-                batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                momentum=config.momentum,
-                seed=batch_order_seed(config.seed, client, server_round),
-            )
+        losses = train(
+            model,
+            data.train_x[partition.indices],
+            data.train_y[partition.indices],
+            epochs=config.local_epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            momentum=config.momentum,
+            seed=batch_order_seed(config.seed, client, server_round),
+        )
     except Exception as error:
         raise ClientFailure(f"client {client} failed in round {server_round}: {error}") from error
     content = RecordDict(

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedcore.config import format_digits
+from fedcore.training import use_one_thread
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Evaluation:
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and predicted digits, in one pass (the whole test set fits in memory)."""
+    use_one_thread()
     model.eval()
     logits = model(x)
     return logits, logits.argmax(dim=1)

@@ -114,7 +114,9 @@ class FedcoreFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        # Replies arrive in whatever order clients finish; floating-point sums
+        # depend on order, so aggregate in client order for reproducible numbers.
+        replies = sorted(replies, key=lambda reply: client_of(reply) or 0)
         losses: dict[str, list[float]] = {}
         for reply in replies:
             if reply.has_error():

@@ -10,7 +10,7 @@ from fedcore.evaluation import evaluate
 from fedcore.model import build_model
 from fedcore.partition import ClientPartition, partition_clients
 from fedcore.results import ClientResult
-from fedcore.training import single_thread, train
+from fedcore.training import train
 
 # on_epoch(client, epoch, loss): progress for a UI; client and epoch are 1-based.
 ClientEpochCallback = Callable[[int, int, float], None]
@@ -29,21 +29,18 @@ def train_isolated_client(
 ) -> ClientResult:
     """Train one client's model from the shared initial weights and evaluate it."""
     model = build_model(config.seed)
-    with single_thread():
-        losses = train(
-            model,
-            data.train_x[partition.indices],
-            data.train_y[partition.indices],
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            momentum=config.momentum,
-            seed=batch_order_seed(config.seed, partition.client, 0),
-            on_epoch=None
-            if on_epoch is None
-            else lambda e, loss: on_epoch(partition.client, e, loss),
-        )
-        report = evaluate(model, data.test_x, data.test_y, config.missing_subsets)
+    losses = train(
+        model,
+        data.train_x[partition.indices],
+        data.train_y[partition.indices],
+        epochs=config.local_epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        momentum=config.momentum,
+        seed=batch_order_seed(config.seed, partition.client, 0),
+        on_epoch=None if on_epoch is None else lambda e, loss: on_epoch(partition.client, e, loss),
+    )
+    report = evaluate(model, data.test_x, data.test_y, config.missing_subsets)
     own = format_digits(sorted(partition.excluded))
     return ClientResult(
         client=partition.client,

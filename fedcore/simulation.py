@@ -18,12 +18,15 @@ from flwr.simulation import run_simulation
 
 from fedcore.client_app import build_client_app
 from fedcore.config import ExperimentConfig
-from fedcore.federated import ProgressCallback, run_federated
+from fedcore.federated import FederatedRunError, ProgressCallback, run_federated
 from fedcore.results import FederatedResult
 
 
-class SimulationError(RuntimeError):
+class SimulationError(FederatedRunError):
     """The simulation engine could not run (Ray failed to start, a worker died, ...)."""
+
+
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a Ray notice
 
 
 def backend_config(num_cpus: int | None = None) -> dict[str, Any]:

@@ -7,8 +7,7 @@ per-image Python work and no DataLoader run in the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -17,21 +16,18 @@ from torch.nn import functional as F
 EpochCallback = Callable[[int, float], None]
 
 
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run PyTorch on one thread, then restore the previous setting.
+def use_one_thread() -> None:
+    """Make PyTorch use one thread in this process, for training and evaluation.
 
     Matrix products round differently with different thread counts, and SGD
     amplifies those last bits; one thread everywhere (notebook, CLI, Ray
-    workers, SuperNodes) makes the same config give the same numbers. The
-    speed comes from training clients in parallel instead.
+    workers, SuperNodes) makes the same config give the same numbers. Speed
+    comes from training clients in parallel instead. It is process-wide on
+    purpose: a per-call setting would race between the isolated phase and
+    the federated server thread when they run side by side.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 @torch.no_grad()
@@ -72,6 +68,7 @@ def train(
     """
     if len(x) == 0:
         raise ValueError("cannot train on an empty dataset")
+    use_one_thread()
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     velocities = [torch.zeros_like(p) for p in params]
