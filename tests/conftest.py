@@ -1,0 +1,39 @@
+"""Shared fixtures: real MNIST from the project's data setting, offline, isolated caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fedcore.config import DATA_DIR_ENV, ExperimentConfig
+
+REPO = Path(__file__).resolve().parent.parent
+MNIST_DIR = Path(os.environ.get(DATA_DIR_ENV) or REPO.parent / "shared" / "data" / "mnist").resolve()
+
+# Every test runs offline and keeps its caches out of the user's home.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ["FEDCORE_CACHE_DIR"] = str(tmp_path_factory.mktemp("fedcore-cache"))
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf-home"))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(
+            f"real MNIST not found in {MNIST_DIR}: set {DATA_DIR_ENV} to a folder with the "
+            "four IDX files (the tests never download)"
+        )
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def small_config(mnist_dir: Path) -> ExperimentConfig:
+    """The reference split and model with 1 epoch and 1 round: seconds, not minutes."""
+    return ExperimentConfig(data_dir=str(mnist_dir), local_epochs=1, num_rounds=1)

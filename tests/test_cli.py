@@ -1,0 +1,64 @@
+import json
+import subprocess
+import sys
+
+from .conftest import REPO
+
+
+def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fedcore", "run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_isolated_phase_end_to_end(mnist_dir, tmp_path):
+    out = tmp_path / "results.json"
+    done = run_cli("--phase", "isolated", "--data-dir", str(mnist_dir), "--epochs", "1",
+                   "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "isolated 1 (-1,3,7)" in done.stdout and "own missing" in done.stdout
+    data = json.loads(out.read_text())
+    assert set(data) == {"config", "isolated", "timings"}
+    assert data["config"]["local_epochs"] == 1
+    first = data["isolated"][0]
+    assert set(first) == {"client", "excluded", "train_size", "loss", "accuracy",
+                          "missing_accuracy", "subset_accuracy", "confusion"}
+    assert first["client"] == 1 and first["excluded"] == [1, 3, 7]
+    assert 0 <= first["accuracy"] <= 1 and first["missing_accuracy"] <= 0.01
+    assert set(first["subset_accuracy"]) == {"1,3,7", "2,5,8", "4,6,9"}
+
+
+def test_custom_clients_and_exclusions(mnist_dir, tmp_path):
+    out = tmp_path / "results.json"
+    done = run_cli("--phase", "isolated", "--data-dir", str(mnist_dir), "--epochs", "1",
+                   "--clients", "2", "--exclude", "0,1;", "--seed", "3", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    assert [c["excluded"] for c in data["isolated"]] == [[0, 1], []]
+    assert data["isolated"][1]["missing_accuracy"] is None
+    assert set(data["isolated"][0]["subset_accuracy"]) == {"0,1"}
+
+
+def test_bad_setting_is_one_line_and_exit_2(mnist_dir):
+    done = run_cli("--phase", "isolated", "--data-dir", str(mnist_dir), "--exclude", "1,3,7;2,5,8")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "fedcore: invalid setting: excluded digits are given for 2 clients, but there are 3 clients"
+    )
+
+
+def test_missing_data_folder_is_one_line_and_exit_1(tmp_path):
+    done = run_cli("--phase", "isolated", "--data-dir", str(tmp_path / "none"), "--epochs", "1")
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("fedcore: data error: ")
+    assert "data folder not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_mistyped_flag_is_rejected():
+    done = run_cli("--epoch", "1")
+    assert done.returncode == 2
+    assert "unrecognized arguments: --epoch" in done.stderr

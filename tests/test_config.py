@@ -1,0 +1,113 @@
+import tomllib
+
+import pytest
+
+from fedcore.config import (
+    REFERENCE_EXCLUSIONS,
+    ConfigError,
+    ExperimentConfig,
+    default_exclusions,
+    format_exclusions,
+    parse_exclusions,
+)
+from fedcore.run_config import RESULTS_DIR_KEY, experiment_config
+
+from .conftest import REPO
+
+
+def test_defaults_are_the_reference_experiment():
+    config = ExperimentConfig()
+    assert config.num_clients == 3
+    assert config.excluded_digits == ((1, 3, 7), (2, 5, 8), (4, 6, 9))
+    assert (config.num_rounds, config.local_epochs, config.batch_size) == (3, 10, 64)
+    assert (config.learning_rate, config.momentum, config.fraction_train) == (0.01, 0.9, 1.0)
+    assert config.missing_subsets == ((1, 3, 7), (2, 5, 8), (4, 6, 9))
+    assert config.unlearnable_digits == ()
+
+
+def test_run_config_round_trip_is_lossless():
+    config = ExperimentConfig(
+        num_clients=4,
+        excluded_digits=((0,), (), (1, 2, 3), (9, 8)),
+        num_rounds=5,
+        local_epochs=2,
+        batch_size=32,
+        learning_rate=0.05,
+        momentum=0.0,
+        fraction_train=0.5,
+        seed=7,
+        data_dir="/data/mnist",
+    )
+    run_config = config.to_run_config()
+    assert run_config["exclude"] == "0;;1,2,3;9,8"
+    assert run_config["num-server-rounds"] == 5
+    assert run_config["local-epochs"] == 2
+    assert ExperimentConfig.from_run_config(run_config) == config
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
+
+
+def test_pyproject_run_config_is_the_config_default():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    app_config = dict(pyproject["tool"]["flwr"]["app"]["config"])
+    assert app_config.pop(RESULTS_DIR_KEY) == "results"
+    assert app_config == ExperimentConfig().to_run_config()
+    assert experiment_config(pyproject["tool"]["flwr"]["app"]["config"]) == ExperimentConfig()
+
+
+def test_unknown_run_config_key_is_named():
+    with pytest.raises(ConfigError, match=r"unknown run-config key\(s\): local-epoch;"):
+        ExperimentConfig.from_run_config({"local-epoch": 3})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"num_clients": 1, "excluded_digits": ((1,),)}, "num_clients must be between 2 and 10, got 1"),
+        ({"num_clients": 11}, "num_clients must be between 2 and 10, got 11"),
+        ({"num_rounds": 0}, "num_rounds must be between 1 and 20, got 0"),
+        ({"local_epochs": 21}, "local_epochs must be between 1 and 20, got 21"),
+        ({"local_epochs": 2.5}, "local_epochs must be a whole number, got 2.5"),
+        ({"batch_size": 0}, "batch_size must be between 1 and 60000, got 0"),
+        ({"learning_rate": 0.0}, r"learning_rate must be in \(0.0, 10.0\], got 0.0"),
+        ({"learning_rate": "fast"}, "learning_rate must be a number, got 'fast'"),
+        ({"momentum": 1.5}, r"momentum must be in \[0.0, 0.999\], got 1.5"),
+        ({"fraction_train": 0.0}, r"fraction_train must be in \(0.0, 1.0\], got 0.0"),
+        ({"excluded_digits": ((1,), (2,))}, "excluded digits are given for 2 clients, but there are 3"),
+        ({"excluded_digits": ((1, 10), (2,), (3,))}, "client 1: excluded digit 10 is not a digit 0-9"),
+        ({"excluded_digits": ((1, 1), (2,), (3,))}, r"client 1: excluded digits \[1, 1\] repeat a digit"),
+        (
+            {"excluded_digits": ((1,), tuple(range(10)), (3,))},
+            "client 2 excludes all ten digits and would have nothing to train on",
+        ),
+    ],
+)
+def test_validation_messages(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig(**changes)
+
+
+def test_digit_excluded_by_every_client_is_allowed_and_reported():
+    config = ExperimentConfig(excluded_digits=((1, 3), (3, 5), (3, 9)))
+    assert config.unlearnable_digits == (3,)
+
+
+def test_parse_exclusions():
+    assert parse_exclusions("1,3,7;2,5,8;4,6,9") == REFERENCE_EXCLUSIONS
+    assert parse_exclusions(" 1, 3 ;;9") == ((1, 3), (), (9,))
+    assert format_exclusions(parse_exclusions("0;1,2")) == "0;1,2"
+    with pytest.raises(ConfigError, match="client 2 has '12', which is not a digit 0-9"):
+        parse_exclusions("1;12")
+    with pytest.raises(ConfigError, match="client 1 has 'a'"):
+        parse_exclusions("a")
+
+
+def test_default_exclusions_cycle_the_reference():
+    assert default_exclusions(3) == REFERENCE_EXCLUSIONS
+    assert default_exclusions(5) == REFERENCE_EXCLUSIONS + REFERENCE_EXCLUSIONS[:2]
+    assert default_exclusions(2) == REFERENCE_EXCLUSIONS[:2]
+
+
+def test_data_dir_falls_back_to_environment(monkeypatch):
+    monkeypatch.setenv("FEDCORE_DATA_DIR", "/from/env")
+    assert ExperimentConfig().resolved_data_dir() == "/from/env"
+    assert ExperimentConfig(data_dir="/given").resolved_data_dir() == "/given"

@@ -1,0 +1,81 @@
+import torch
+from torch.nn import functional as F
+
+from fedcore.evaluation import confusion_matrix, evaluate, subset_accuracy
+from fedcore.model import build_model
+from fedcore.training import sgd_momentum_step, train
+
+
+def toy_data(n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (n,), generator=generator)
+    x = torch.randn(n, 784, generator=generator) * 0.1
+    x[torch.arange(n), y * 10] += 3.0  # a learnable signal
+    return x, y
+
+
+def test_build_model_is_seeded_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a, b = build_model(7), build_model(7)
+    assert torch.rand(1) == before
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(next(build_model(8).parameters()), next(a.parameters()))
+
+
+def test_train_is_deterministic_and_learns():
+    x, y = toy_data()
+    settings = dict(epochs=3, batch_size=32, learning_rate=0.05, momentum=0.9, seed=1)
+    a, b = build_model(0), build_model(0)
+    losses_a = train(a, x, y, **settings)
+    losses_b = train(b, x, y, **settings)
+    assert losses_a == losses_b and len(losses_a) == 3
+    assert losses_a[-1] < losses_a[0] * 0.7
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert train(build_model(0), x, y, **(settings | {"seed": 2})) != losses_a
+
+
+def test_train_reports_each_epoch():
+    x, y = toy_data(128)
+    seen = []
+    losses = train(build_model(0), x, y, epochs=2, batch_size=50, learning_rate=0.01, momentum=0.0,
+                   seed=0, on_epoch=lambda epoch, loss: seen.append((epoch, loss)))
+    assert seen == list(enumerate(losses, start=1))
+
+
+def test_sgd_step_matches_torch_optim_sgd():
+    x, y = toy_data(256)
+    ours, reference = build_model(3), build_model(3)
+    params = list(ours.parameters())
+    velocities = [torch.zeros_like(p) for p in params]
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
+    for start in range(0, 256, 32):
+        batch = slice(start, start + 32)
+        grads = torch.autograd.grad(F.cross_entropy(ours(x[batch]), y[batch]), params)
+        sgd_momentum_step(params, grads, velocities, 0.05, 0.9)
+        optimizer.zero_grad()
+        F.cross_entropy(reference(x[batch]), y[batch]).backward()
+        optimizer.step()
+    for p, q in zip(ours.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+
+
+def test_confusion_and_subset_accuracy():
+    y_true = torch.tensor([0, 1, 1, 3, 3, 3])
+    y_pred = torch.tensor([0, 2, 1, 3, 8, 8])
+    confusion = confusion_matrix(y_true, y_pred)
+    assert confusion.shape == (10, 10) and int(confusion.sum()) == 6
+    assert confusion[1, 2] == 1 and confusion[3, 8] == 2
+    assert subset_accuracy(confusion, [1, 3]) == 2 / 5
+    assert subset_accuracy(confusion, [5]) == 0.0  # no test images: 0, not a crash
+
+
+def test_evaluate_reports_subsets():
+    x, y = toy_data(300)
+    model = build_model(0)
+    train(model, x, y, epochs=5, batch_size=32, learning_rate=0.05, momentum=0.9, seed=0)
+    report = evaluate(model, x, y, [(1, 3), (2,)])
+    assert set(report.subset_accuracy) == {"1,3", "2"}
+    assert 0.9 < report.accuracy <= 1.0
+    assert sum(map(sum, report.confusion)) == 300
