@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from logging import INFO
+from logging import ERROR, INFO
 from pathlib import Path
 
 from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from fedcore.federated import Progress, run_federated
+from fedcore.config import ConfigError
+from fedcore.data import DataError
+from fedcore.federated import FederatedRunError, Progress, run_federated
 from fedcore.results import ExperimentResult
 from fedcore.run_config import experiment_config, results_dir
 
@@ -44,9 +46,15 @@ def save_run_results(result: ExperimentResult, folder: Path, run_id: int) -> Pat
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    config = experiment_config(context.run_config)
-    start = time.perf_counter()
-    federated = run_federated(grid, config, on_progress=log_progress)
+    try:
+        config = experiment_config(context.run_config)
+        start = time.perf_counter()
+        federated = run_federated(grid, config, on_progress=log_progress)
+    except (ConfigError, DataError, FederatedRunError) as error:
+        # One clear line first; Flower then marks the run failed.
+        kind = "invalid setting" if isinstance(error, ConfigError) else "run failed"
+        log(ERROR, "fedcore: %s: %s", kind, error)
+        raise RuntimeError(f"fedcore: {kind}: {error}") from None
     result = ExperimentResult(
         config=config, federated=federated, timings={"federated": time.perf_counter() - start}
     )

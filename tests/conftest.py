@@ -10,7 +10,9 @@ import pytest
 from fedcore.config import DATA_DIR_ENV, ExperimentConfig
 
 REPO = Path(__file__).resolve().parent.parent
-MNIST_DIR = Path(os.environ.get(DATA_DIR_ENV) or REPO.parent / "shared" / "data" / "mnist").resolve()
+MNIST_DIR = Path(
+    os.environ.get(DATA_DIR_ENV) or REPO.parent / "shared" / "data" / "mnist"
+).resolve()
 
 # Every test runs offline and keeps its caches out of the user's home.
 os.environ["HF_HUB_OFFLINE"] = "1"

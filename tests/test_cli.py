@@ -17,16 +17,25 @@ def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedPr
 
 def test_isolated_phase_end_to_end(mnist_dir, tmp_path):
     out = tmp_path / "results.json"
-    done = run_cli("--phase", "isolated", "--data-dir", str(mnist_dir), "--epochs", "1",
-                   "--out", str(out))
+    done = run_cli(
+        "--phase", "isolated", "--data-dir", str(mnist_dir), "--epochs", "1", "--out", str(out)
+    )
     assert done.returncode == 0, done.stderr
     assert "isolated 1 (-1,3,7)" in done.stdout and "own missing" in done.stdout
     data = json.loads(out.read_text())
     assert set(data) == {"config", "isolated", "timings"}
     assert data["config"]["local_epochs"] == 1
     first = data["isolated"][0]
-    assert set(first) == {"client", "excluded", "train_size", "loss", "accuracy",
-                          "missing_accuracy", "subset_accuracy", "confusion"}
+    assert set(first) == {
+        "client",
+        "excluded",
+        "train_size",
+        "loss",
+        "accuracy",
+        "missing_accuracy",
+        "subset_accuracy",
+        "confusion",
+    }
     assert first["client"] == 1 and first["excluded"] == [1, 3, 7]
     assert 0 <= first["accuracy"] <= 1 and first["missing_accuracy"] <= 0.01
     assert set(first["subset_accuracy"]) == {"1,3,7", "2,5,8", "4,6,9"}
@@ -34,8 +43,22 @@ def test_isolated_phase_end_to_end(mnist_dir, tmp_path):
 
 def test_custom_clients_and_exclusions(mnist_dir, tmp_path):
     out = tmp_path / "results.json"
-    done = run_cli("--phase", "isolated", "--data-dir", str(mnist_dir), "--epochs", "1",
-                   "--clients", "2", "--exclude", "0,1;", "--seed", "3", "--out", str(out))
+    done = run_cli(
+        "--phase",
+        "isolated",
+        "--data-dir",
+        str(mnist_dir),
+        "--epochs",
+        "1",
+        "--clients",
+        "2",
+        "--exclude",
+        "0,1;",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(out.read_text())
     assert [c["excluded"] for c in data["isolated"]] == [[0, 1], []]

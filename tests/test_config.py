@@ -62,7 +62,10 @@ def test_unknown_run_config_key_is_named():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"num_clients": 1, "excluded_digits": ((1,),)}, "num_clients must be between 2 and 10, got 1"),
+        (
+            {"num_clients": 1, "excluded_digits": ((1,),)},
+            "num_clients must be between 2 and 10, got 1",
+        ),
         ({"num_clients": 11}, "num_clients must be between 2 and 10, got 11"),
         ({"num_rounds": 0}, "num_rounds must be between 1 and 20, got 0"),
         ({"local_epochs": 21}, "local_epochs must be between 1 and 20, got 21"),
@@ -72,9 +75,18 @@ def test_unknown_run_config_key_is_named():
         ({"learning_rate": "fast"}, "learning_rate must be a number, got 'fast'"),
         ({"momentum": 1.5}, r"momentum must be in \[0.0, 0.999\], got 1.5"),
         ({"fraction_train": 0.0}, r"fraction_train must be in \(0.0, 1.0\], got 0.0"),
-        ({"excluded_digits": ((1,), (2,))}, "excluded digits are given for 2 clients, but there are 3"),
-        ({"excluded_digits": ((1, 10), (2,), (3,))}, "client 1: excluded digit 10 is not a digit 0-9"),
-        ({"excluded_digits": ((1, 1), (2,), (3,))}, r"client 1: excluded digits \[1, 1\] repeat a digit"),
+        (
+            {"excluded_digits": ((1,), (2,))},
+            "excluded digits are given for 2 clients, but there are 3",
+        ),
+        (
+            {"excluded_digits": ((1, 10), (2,), (3,))},
+            "client 1: excluded digit 10 is not a digit 0-9",
+        ),
+        (
+            {"excluded_digits": ((1, 1), (2,), (3,))},
+            r"client 1: excluded digits \[1, 1\] repeat a digit",
+        ),
         (
             {"excluded_digits": ((1,), tuple(range(10)), (3,))},
             "client 2 excludes all ten digits and would have nothing to train on",

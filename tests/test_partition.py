@@ -21,7 +21,9 @@ def test_reference_split(small_config):
 
 
 def test_split_is_seeded():
-    assert all(torch.equal(a, b) for a, b in zip(iid_shards(600, 3, 1), iid_shards(600, 3, 1)))
+    assert all(
+        torch.equal(a, b) for a, b in zip(iid_shards(600, 3, 1), iid_shards(600, 3, 1), strict=True)
+    )
     assert not torch.equal(iid_shards(600, 3, 1)[0], iid_shards(600, 3, 2)[0])
 
 
@@ -29,7 +31,10 @@ def test_disk_cache_matches_flower_datasets():
     first = iid_shards(900, 4, 5)  # computes and caches
     cached = iid_shards(900, 4, 5)
     fresh = flwr_iid_shards(900, 4, 5)
-    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(first, cached, fresh))
+    assert all(
+        torch.equal(a, b) and torch.equal(a, c)
+        for a, b, c in zip(first, cached, fresh, strict=True)
+    )
 
 
 def test_label_counts_table(small_config):

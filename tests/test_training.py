@@ -20,7 +20,7 @@ def test_build_model_is_seeded_and_leaves_global_rng_alone():
     torch.manual_seed(123)
     a, b = build_model(7), build_model(7)
     assert torch.rand(1) == before
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(next(build_model(8).parameters()), next(a.parameters()))
 
 
@@ -32,15 +32,24 @@ def test_train_is_deterministic_and_learns():
     losses_b = train(b, x, y, **settings)
     assert losses_a == losses_b and len(losses_a) == 3
     assert losses_a[-1] < losses_a[0] * 0.7
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert train(build_model(0), x, y, **(settings | {"seed": 2})) != losses_a
 
 
 def test_train_reports_each_epoch():
     x, y = toy_data(128)
     seen = []
-    losses = train(build_model(0), x, y, epochs=2, batch_size=50, learning_rate=0.01, momentum=0.0,
-                   seed=0, on_epoch=lambda epoch, loss: seen.append((epoch, loss)))
+    losses = train(
+        build_model(0),
+        x,
+        y,
+        epochs=2,
+        batch_size=50,
+        learning_rate=0.01,
+        momentum=0.0,
+        seed=0,
+        on_epoch=lambda epoch, loss: seen.append((epoch, loss)),
+    )
     assert seen == list(enumerate(losses, start=1))
 
 
@@ -57,7 +66,7 @@ def test_sgd_step_matches_torch_optim_sgd():
         optimizer.zero_grad()
         F.cross_entropy(reference(x[batch]), y[batch]).backward()
         optimizer.step()
-    for p, q in zip(ours.parameters(), reference.parameters()):
+    for p, q in zip(ours.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
 
 
