@@ -39,3 +39,13 @@ def mnist_dir() -> Path:
 def small_config(mnist_dir: Path) -> ExperimentConfig:
     """The reference split and model with 1 epoch and 1 round: seconds, not minutes."""
     return ExperimentConfig(data_dir=str(mnist_dir), local_epochs=1, num_rounds=1)
+
+
+@pytest.fixture(scope="session")
+def federated_small(small_config):
+    """One in-process simulation of `small_config`, and the progress events it sent."""
+    from fedcore.simulation import simulate
+
+    events = []
+    result = simulate(small_config, on_progress=events.append)
+    return result, events

@@ -2,20 +2,10 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from fedcore.isolated import run_isolated
 from fedcore.results import ExperimentResult
-from fedcore.simulation import simulate
 
 from .conftest import REPO
-
-
-@pytest.fixture(scope="session")
-def federated_small(small_config):
-    events = []
-    result = simulate(small_config, on_progress=events.append)
-    return result, events
 
 
 def test_global_model_beats_every_isolated_model_on_missing_digits(federated_small, small_config):
