@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from fedcore.config import (
     ConfigError,
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--phase", choices=PHASES, default="all")
     run.add_argument("--out", help="write the results JSON here (atomically)")
+    add_setting_arguments(run)
+    return parser
+
+
+def add_setting_arguments(run: argparse.ArgumentParser) -> None:
+    """The experiment settings as flags, shared by the CLI and the app's `-- --flags`."""
     run.add_argument(
         "--data-dir",
         default=DEFAULTS.data_dir,
@@ -63,7 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of clients that train in each round",
     )
     run.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
@@ -80,6 +86,31 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         seed=args.seed,
         data_dir=args.data_dir,
     )
+
+
+@dataclass(frozen=True)
+class CliSettings:
+    config: ExperimentConfig
+    error: str | None = None
+
+
+def settings_from_cli(values: Mapping[str, object]) -> CliSettings:
+    """Settings given to the app as `marimo run app.py -- --rounds 1 --epochs 1`.
+
+    Same flags and validation as `python -m fedcore run`; a bad one comes back
+    as `error` (with the reference config), for the page to show.
+    """
+    parser = argparse.ArgumentParser(allow_abbrev=False, exit_on_error=False)
+    add_setting_arguments(parser)
+    argv = [item for key, value in values.items() for item in (f"--{key}", str(value))]
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            known = ", ".join(a.option_strings[0] for a in parser._actions[1:])
+            raise ConfigError(f"unknown setting(s) {' '.join(unknown)} (known: {known})")
+        return CliSettings(config_from_args(args))
+    except (argparse.ArgumentError, ConfigError) as error:
+        return CliSettings(ExperimentConfig(), str(error))
 
 
 def _pct(value: float | None) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from torch import nn
+
 from fedcore.config import ExperimentConfig, format_digits
 from fedcore.data import MnistData, load_mnist
 from fedcore.evaluation import evaluate
-from fedcore.model import build_model
+from fedcore.model import Net, build_model
 from fedcore.partition import ClientPartition, partition_clients
 from fedcore.results import ClientResult
 from fedcore.training import train
@@ -21,13 +23,13 @@ def batch_order_seed(seed: int, client: int, server_round: int) -> int:
     return seed + 1000 * server_round + client
 
 
-def train_isolated_client(
+def fit_isolated_model(
     data: MnistData,
     partition: ClientPartition,
     config: ExperimentConfig,
     on_epoch: ClientEpochCallback | None = None,
-) -> ClientResult:
-    """Train one client's model from the shared initial weights and evaluate it."""
+) -> tuple[Net, list[float]]:
+    """Train one client's model from the shared initial weights; return it and its losses."""
     model = build_model(config.seed)
     losses = train(
         model,
@@ -40,6 +42,17 @@ def train_isolated_client(
         seed=batch_order_seed(config.seed, partition.client, 0),
         on_epoch=None if on_epoch is None else lambda e, loss: on_epoch(partition.client, e, loss),
     )
+    return model, losses
+
+
+def client_result(
+    model: nn.Module,
+    losses: list[float],
+    data: MnistData,
+    partition: ClientPartition,
+    config: ExperimentConfig,
+) -> ClientResult:
+    """Evaluate a client's model on the full test set and every missing-digit subset."""
     report = evaluate(model, data.test_x, data.test_y, config.missing_subsets)
     own = format_digits(sorted(partition.excluded))
     return ClientResult(
@@ -61,5 +74,8 @@ def run_isolated(
 ) -> list[ClientResult]:
     """One model per client, each trained on its own partition only."""
     data = data or load_mnist(config)
-    partitions = partition_clients(data.train_y, config)
-    return [train_isolated_client(data, part, config, on_epoch) for part in partitions]
+    results = []
+    for partition in partition_clients(data.train_y, config):
+        model, losses = fit_isolated_model(data, partition, config, on_epoch)
+        results.append(client_result(model, losses, data, partition, config))
+    return results

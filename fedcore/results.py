@@ -55,6 +55,9 @@ class FederatedResult:
     confusion: list[list[int]]
     failures: list[str] = field(default_factory=list)  # "round N: client K failed: why"
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FederatedResult:
         history = [RoundResult(**row) for row in data["history"]]
@@ -73,7 +76,7 @@ class ExperimentResult:
         if self.isolated is not None:
             data["isolated"] = [asdict(client) for client in self.isolated]
         if self.federated is not None:
-            data["federated"] = asdict(self.federated)
+            data["federated"] = self.federated.to_dict()
         data["timings"] = dict(self.timings)
         return data
 

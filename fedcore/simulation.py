@@ -17,7 +17,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from fedcore.client_app import build_client_app
-from fedcore.config import ExperimentConfig
+from fedcore.config import ConfigError, ExperimentConfig
+from fedcore.data import DataError
 from fedcore.federated import FederatedRunError, ProgressCallback, run_federated
 from fedcore.results import FederatedResult
 
@@ -65,9 +66,16 @@ def simulate(
             num_supernodes=config.num_clients,
             backend_config=backend_config(num_cpus),
         )
+    except (FederatedRunError, DataError, ConfigError):
+        raise  # our own, already clear (raised in the ServerApp thread)
     except SystemExit as error:  # Flower exits the process on some runtime failures
         raise SimulationError(
             f"Flower's simulation engine stopped (exit code {error.code})"
+        ) from error
+    except Exception as error:  # Ray failing to start, a worker dying, ...
+        cause = error.__cause__ or error
+        raise SimulationError(
+            f"Flower's simulation engine (Ray) failed: {type(cause).__name__}: {cause}"
         ) from error
     finally:
         flwr_logger.setLevel(level)

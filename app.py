@@ -1,0 +1,506 @@
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App(width="medium", app_title="fedcore: a federated learning lab")
+
+
+@app.cell(hide_code=True)
+def _():
+    import queue
+    import threading
+
+    import marimo as mo
+
+    from fedcore import charts, tables
+    from fedcore.cache import ResultCache, cached_federated, cached_isolated_client
+    from fedcore.cli import settings_from_cli
+    from fedcore.config import (
+        ConfigError,
+        ExperimentConfig,
+        default_exclusions,
+        format_digits,
+    )
+    from fedcore.data import DataError, load_mnist
+    from fedcore.federated import FederatedRunError
+    from fedcore.partition import label_counts, partition_clients
+
+    return (
+        ConfigError,
+        DataError,
+        ExperimentConfig,
+        FederatedRunError,
+        ResultCache,
+        cached_federated,
+        cached_isolated_client,
+        charts,
+        default_exclusions,
+        format_digits,
+        label_counts,
+        load_mnist,
+        mo,
+        partition_clients,
+        queue,
+        settings_from_cli,
+        tables,
+        threading,
+    )
+
+
+@app.cell(hide_code=True)
+def _(mo):
+    mo.md(
+        r"""
+        # Learning together without sharing data
+
+        Three hospitals each hold a part of the MNIST handwritten digits, and each
+        has **never seen some digits**: hospital 1 has no 1, 3 or 7; hospital 2 no
+        2, 5 or 8; hospital 3 no 4, 6 or 9. A model trained by one hospital alone
+        cannot recognise digits it never saw. With **federated learning**
+        ([Flower](https://flower.ai), FedAvg) the hospitals train one shared model
+        by exchanging *model weights*, never images, and that model learns every
+        digit.
+
+        Everything below runs for real: PyTorch training, Flower's simulation
+        engine, evaluation on the 10,000 MNIST test images. Move a control and
+        the page follows; settings you have already run come back at once.
+        """
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(mo, settings_from_cli):
+    # `marimo run app.py -- --rounds 1 --epochs 1` (or `marimo export html ... -- ...`)
+    cli = settings_from_cli(dict(mo.cli_args()))
+    defaults = cli.config
+    mo.stop(
+        cli.error is not None,
+        mo.callout(mo.md(f"**Command-line settings rejected:** {cli.error}"), kind="danger"),
+    )
+    return (defaults,)
+
+
+@app.cell(hide_code=True)
+def _(defaults, mo):
+    clients_slider = mo.ui.slider(
+        2, 10, value=defaults.num_clients, debounce=True, show_value=True, label="Clients"
+    )
+    rounds_slider = mo.ui.slider(
+        1, 20, value=defaults.num_rounds, debounce=True, show_value=True, label="Federated rounds"
+    )
+    epochs_slider = mo.ui.slider(
+        1, 20, value=defaults.local_epochs, debounce=True, show_value=True, label="Local epochs"
+    )
+    lr_input = mo.ui.number(
+        0.0001, 1.0, step=0.0001, value=defaults.learning_rate, label="Learning rate"
+    )
+    batch_input = mo.ui.number(1, 4096, step=1, value=defaults.batch_size, label="Batch size")
+    seed_input = mo.ui.number(0, 2**31 - 1, step=1, value=defaults.seed, label="Seed")
+    fraction_slider = mo.ui.slider(
+        0.1,
+        1.0,
+        step=0.1,
+        value=defaults.fraction_train,
+        debounce=True,
+        show_value=True,
+        label="Fraction of clients per round",
+    )
+    get_exclusions, set_exclusions = mo.state(defaults.excluded_digits)
+    return (
+        batch_input,
+        clients_slider,
+        epochs_slider,
+        fraction_slider,
+        get_exclusions,
+        lr_input,
+        rounds_slider,
+        seed_input,
+        set_exclusions,
+    )
+
+
+@app.cell(hide_code=True)
+def _(clients_slider, default_exclusions, get_exclusions, mo, set_exclusions):
+    # One selector per client; changing the client count keeps earlier picks.
+    _kept = get_exclusions()
+    _defaults = default_exclusions(clients_slider.value)
+    _initial = [_kept[i] if i < len(_kept) else _defaults[i] for i in range(clients_slider.value)]
+    exclusion_pickers = mo.ui.array(
+        [
+            mo.ui.multiselect(
+                options=[str(d) for d in range(10)],
+                value=[str(d) for d in digits],
+                label=f"Client {i} never sees",
+            )
+            for i, digits in enumerate(_initial, start=1)
+        ],
+        on_change=lambda picks: set_exclusions(
+            tuple(tuple(sorted(int(d) for d in p)) for p in picks) + get_exclusions()[len(picks) :]
+        ),
+    )
+    return (exclusion_pickers,)
+
+
+@app.cell(hide_code=True)
+def _(
+    batch_input,
+    clients_slider,
+    epochs_slider,
+    exclusion_pickers,
+    fraction_slider,
+    lr_input,
+    mo,
+    rounds_slider,
+    seed_input,
+):
+    mo.vstack(
+        [
+            mo.md("## The setup"),
+            mo.hstack([clients_slider, rounds_slider, epochs_slider], justify="start", gap=2),
+            mo.md("Which digits does each client **not** have?"),
+            mo.hstack(list(exclusion_pickers), wrap=True, justify="start"),
+            mo.accordion(
+                {
+                    "Advanced: optimiser, seed, client sampling": mo.hstack(
+                        [lr_input, batch_input, seed_input, fraction_slider],
+                        wrap=True,
+                        justify="start",
+                    )
+                }
+            ),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(
+    ConfigError,
+    ExperimentConfig,
+    batch_input,
+    clients_slider,
+    defaults,
+    epochs_slider,
+    exclusion_pickers,
+    format_digits,
+    fraction_slider,
+    lr_input,
+    mo,
+    rounds_slider,
+    seed_input,
+):
+    try:
+        config = ExperimentConfig(
+            num_clients=clients_slider.value,
+            excluded_digits=tuple(
+                tuple(sorted(int(d) for d in p)) for p in exclusion_pickers.value
+            ),
+            num_rounds=rounds_slider.value,
+            local_epochs=epochs_slider.value,
+            batch_size=int(batch_input.value),
+            learning_rate=float(lr_input.value),
+            momentum=defaults.momentum,
+            fraction_train=round(float(fraction_slider.value), 2),
+            seed=int(seed_input.value),
+            data_dir=defaults.data_dir,
+        )
+    except ConfigError as _error:
+        config = None
+        _message = mo.callout(mo.md(f"**These settings cannot run:** {_error}."), kind="danger")
+    else:
+        _message = None
+        if config.unlearnable_digits:
+            _message = mo.callout(
+                mo.md(
+                    f"**Every client excludes {format_digits(config.unlearnable_digits)}.** "
+                    "No model, federated or not, can learn a digit that no client has: "
+                    "expect 0% on it everywhere."
+                ),
+                kind="warn",
+            )
+    _message
+    return (config,)
+
+
+@app.cell(hide_code=True)
+def _(DataError, config, load_mnist, mo):
+    mo.stop(config is None)
+    try:
+        with mo.status.spinner(title="Loading MNIST"):
+            data = load_mnist(config)
+    except DataError as _error:
+        mo.stop(
+            True,
+            mo.callout(
+                mo.md(
+                    f"**MNIST could not be loaded.** {_error}\n\n"
+                    "Offline? Start the app with `FEDCORE_DATA_DIR=/path/to/mnist` "
+                    "(a folder with the four IDX files), or pass `-- --data-dir /path/to/mnist`."
+                ),
+                kind="danger",
+            ),
+        )
+    return (data,)
+
+
+@app.cell(hide_code=True)
+def _(config, data, label_counts, mo, partition_clients):
+    partitions = partition_clients(data.train_y, config)
+    counts = label_counts(data.train_y, partitions)
+    _empty = [p.client for p in partitions if p.size == 0]
+    mo.stop(
+        bool(_empty),
+        mo.callout(mo.md(f"**Client(s) {_empty} are left with no training data.**"), kind="danger"),
+    )
+    return counts, partitions
+
+
+@app.cell(hide_code=True)
+def _(charts, config, counts, data, mo, partitions, tables):
+    _sizes = ", ".join(f"client {p.client}: {p.size:,}" for p in partitions)
+    mo.vstack(
+        [
+            mo.md(
+                f"""
+                ## 1. The split
+                The 60,000 training images are shuffled (seed {config.seed}) and cut
+                into {config.num_clients} equal parts; then each client's excluded
+                digits are removed. Training images per client: {_sizes}.
+                """
+            ),
+            charts.label_counts_chart(counts, config.num_clients),
+            charts.sample_digits_chart(tables.sample_digits(data, partitions, per_client=6)),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(ResultCache):
+    # Results by config, in memory and on disk (~/.cache/fedcore or $FEDCORE_CACHE_DIR).
+    cache = ResultCache()
+    return (cache,)
+
+
+@app.cell(hide_code=True)
+def _(cache, cached_isolated_client, config, data, mo, partitions):
+    isolated = []
+    with mo.status.progress_bar(
+        total=config.num_clients * config.local_epochs,
+        title="Training each client alone",
+        completion_title="Isolated models ready",
+        remove_on_exit=True,
+    ) as _bar:
+        for _part in partitions:
+            _result, _cached = cached_isolated_client(
+                cache,
+                data,
+                _part,
+                config,
+                on_epoch=lambda client, epoch, loss: _bar.update(
+                    subtitle=f"client {client}, epoch {epoch}: loss {loss:.3f}"
+                ),
+            )
+            if _cached:
+                _bar.update(
+                    increment=config.local_epochs, subtitle=f"client {_part.client}: cached"
+                )
+            isolated.append(_result)
+    return (isolated,)
+
+
+@app.cell(hide_code=True)
+def _(mo):
+    normalized_switch = mo.ui.switch(value=True, label="Confusion matrices as shares of each row")
+    return (normalized_switch,)
+
+
+@app.cell(hide_code=True)
+def _(charts, config, isolated, mo, normalized_switch, tables):
+    _lines = "\n".join(
+        f"- **Client {r.client}** (never saw {', '.join(map(str, r.excluded)) or 'nothing'}): "
+        f"{r.accuracy:.1%} on all test digits, "
+        + (
+            f"**{r.missing_accuracy:.1%}** on its missing digits"
+            if r.excluded
+            else "no missing digits"
+        )
+        for r in isolated
+    )
+    _confusion = [
+        tables.confusion(tables.client_name(r.client), r.confusion, r.excluded) for r in isolated
+    ]
+    mo.vstack(
+        [
+            mo.md(f"## 2. Each client alone\n\n{_lines}"),
+            mo.hstack(
+                [
+                    charts.loss_chart(
+                        tables.isolated_losses(isolated),
+                        config.num_clients,
+                        "Training loss, each client alone",
+                    ),
+                ],
+                justify="start",
+            ),
+            charts.accuracy_chart(tables.accuracies(isolated), config.num_clients),
+            mo.md(
+                "A model never predicts a digit it never saw: its row in the confusion "
+                "matrix (outlined in red) spreads over look-alike digits instead."
+            ),
+            normalized_switch,
+            charts.confusion_chart(
+                tables.pd.concat(_confusion, ignore_index=True), normalized=normalized_switch.value
+            ),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(
+    DataError,
+    FederatedRunError,
+    cache,
+    cached_federated,
+    charts,
+    config,
+    mo,
+    queue,
+    tables,
+    threading,
+):
+    # Flower runs the ServerApp in its own thread; progress events come back
+    # through a queue so that this cell (which owns the output) draws them.
+    _events = queue.Queue()
+    _outcome = {}
+
+    def _run():
+        try:
+            _outcome["result"] = cached_federated(cache, config, _events.put)
+        except Exception as error:  # shown below as a callout
+            _outcome["error"] = error
+
+    _worker = threading.Thread(target=_run, daemon=True)
+    _worker.start()
+    _per_round = max(1, int(config.num_clients * config.fraction_train))
+    with mo.status.progress_bar(
+        total=config.num_rounds * _per_round,
+        title="Federated training with Flower",
+        subtitle="starting Flower's simulation engine (Ray)...",
+        completion_title="Federated model ready",
+        remove_on_exit=True,
+    ) as _bar:
+        while _worker.is_alive() or not _events.empty():
+            try:
+                _event = _events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if _event.kind == "client-done":
+                _bar.update(
+                    subtitle=f"round {_event.server_round}: client {_event.client} sent its update"
+                )
+            elif _event.kind == "client-failed":
+                _bar.update(subtitle=f"round {_event.server_round}: {_event.detail}")
+            elif _event.kind == "round-done" and _event.server_round > 0:
+                _last = _event.history[-1]
+                _bar.update(
+                    increment=0,
+                    subtitle=f"round {_last.round}/{_event.num_rounds}: "
+                    f"global accuracy {_last.accuracy:.1%}",
+                )
+    _error = _outcome.get("error")
+    if isinstance(_error, FederatedRunError | DataError):
+        mo.stop(True, mo.callout(mo.md(f"**Federated training failed.** {_error}"), kind="danger"))
+    elif _error is not None:
+        raise _error
+    federated, _cached = _outcome["result"]
+    return (federated,)
+
+
+@app.cell(hide_code=True)
+def _(charts, config, federated, mo, normalized_switch, tables):
+    _rounds = ", ".join(f"{h.accuracy:.1%}" for h in federated.history)
+    _failures = (
+        mo.callout(
+            mo.md(
+                "**Some client updates failed:**\n\n"
+                + "\n".join(f"- {f}" for f in federated.failures)
+            ),
+            kind="warn",
+        )
+        if federated.failures
+        else mo.md("")
+    )
+    mo.vstack(
+        [
+            mo.md(
+                f"""
+                ## 3. Together, with Flower
+                {config.num_clients} Flower ClientApps train locally for
+                {config.local_epochs} epoch(s) per round; the ServerApp averages their
+                weights (FedAvg, weighted by number of images) for {config.num_rounds}
+                round(s) and tests the global model after each. Global accuracy by
+                round (0 = before training): {_rounds}.
+                """
+            ),
+            _failures,
+            mo.hstack(
+                [
+                    charts.history_chart(tables.history(federated)),
+                    charts.federated_loss_chart(
+                        tables.federated_client_losses(federated), config.num_clients
+                    ),
+                ],
+                justify="start",
+                wrap=True,
+            ),
+            charts.confusion_chart(
+                tables.confusion(tables.FEDERATED, federated.confusion, config.unlearnable_digits),
+                normalized=normalized_switch.value,
+            ),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(charts, config, federated, isolated, mo, tables):
+    _story = tables.story(isolated, federated)
+    if _story.empty:
+        _summary = mo.md("## 4. Alone vs together\n\n_No client excludes any digit._")
+    else:
+        _alone = _story[_story.model == "trained alone"].accuracy
+        _together = _story[_story.model != "trained alone"].accuracy
+        _summary = mo.vstack(
+            [
+                mo.md(
+                    f"""
+                    ## 4. Alone vs together
+                    On the digits a client never saw, its own model scores
+                    {_alone.min():.0%} to {_alone.max():.0%}; the federated model,
+                    trained on the same private data without any image leaving its
+                    client, scores {_together.min():.0%} to {_together.max():.0%}.
+                    """
+                ),
+                charts.story_chart(_story),
+            ]
+        )
+    mo.vstack(
+        [
+            _summary,
+            charts.accuracy_chart(tables.accuracies(isolated, federated), config.num_clients),
+            mo.md(
+                """
+                ---
+                The same experiment runs headless (`python -m fedcore run --phase all`)
+                and from the Flower CLI (`flwr run .`); see the README.
+                """
+            ),
+        ]
+    )
+    return
+
+
+if __name__ == "__main__":
+    app.run()
