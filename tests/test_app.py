@@ -1,0 +1,108 @@
+"""The marimo app: headless end to end, and in a real browser (Debian's chromium)."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+from .processes import processes_with_env, stop_processes
+
+BIN = Path(sys.executable).parent
+CHROMIUM = "/usr/bin/chromium"
+SMALL = ["--", "--rounds", "1", "--epochs", "1"]
+
+
+def app_env(mnist_dir: Path, marker: str) -> dict:
+    return os.environ | {"FEDCORE_DATA_DIR": str(mnist_dir), "FEDCORE_TEST_RUN": marker}
+
+
+def test_export_html_has_every_chart(mnist_dir, tmp_path):
+    marker = uuid.uuid4().hex
+    out = tmp_path / "report.html"
+    try:
+        done = subprocess.run(
+            [str(BIN / "marimo"), "export", "html", "app.py", "-o", str(out), *SMALL],
+            cwd=REPO, env=app_env(mnist_dir, marker), capture_output=True, text=True, timeout=600,
+        )
+    finally:
+        stop_processes(processes_with_env("FEDCORE_TEST_RUN", marker))
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = out.read_text()
+    # label counts, samples, isolated loss, accuracy, confusion, history,
+    # client losses, global confusion, story, final accuracy
+    assert len(re.findall(r"application/vnd\.vegalite\.v\d\+json", page)) >= 10
+    for section in ("1-the-split", "2-each-client-alone", "3-together-with-flower",
+                    "4-alone-vs-together"):
+        assert f'id=\\"{section}\\"' in page, section  # rendered headings, not code
+    assert "vnd.marimo+error" not in page  # no cell raised
+    assert "Federated training failed.</" not in page and "cannot run:</" not in page
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def running_app(mnist_dir, tmp_path):
+    marker = uuid.uuid4().hex
+    port = free_port()
+    env = app_env(mnist_dir, marker) | {"FEDCORE_CACHE_DIR": str(tmp_path / "cache")}
+    server = subprocess.Popen(
+        [str(BIN / "marimo"), "run", "app.py", "--headless", "--no-token", "--port", str(port), *SMALL],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        stop_processes([*processes_with_env("FEDCORE_TEST_RUN", marker)])
+        server.wait(timeout=30)
+
+
+def test_browser_changes_a_control_and_the_page_follows(running_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: apt-get install chromium (.ci/run does)")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 4000})
+            page.goto(running_app)
+            story = page.get_by_text("On the digits a client never saw")
+            expect(story).to_be_visible(timeout=300_000)
+            expect(page.get_by_text("train locally for 1 epoch(s) per round")).to_be_visible()
+
+            # Move the "Local epochs" slider one step with the keyboard.
+            slider = page.get_by_role("slider").nth(2)
+            slider.focus()
+            page.keyboard.press("ArrowRight")
+            expect(page.get_by_text("train locally for 2 epoch(s) per round")).to_be_visible(
+                timeout=300_000
+            )
+            expect(story).to_be_visible(timeout=300_000)
+            for problem in ("cannot run", "could not be loaded", "Federated training failed"):
+                expect(page.get_by_text(problem)).to_have_count(0)
+            expect(page.locator(".marimo-error, [data-testid='marimo-error']")).to_have_count(0)
+        finally:
+            browser.close()
