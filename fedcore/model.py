@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import nn
 
@@ -17,9 +19,17 @@ class Net(nn.Module):
         return self.layers(x)
 
 
+_INIT_LOCK = threading.Lock()
+
+
 def build_model(seed: int) -> Net:
-    """Same seed, same initial weights, without touching the global RNG state."""
-    with torch.random.fork_rng(devices=[]):
+    """Same seed, same initial weights, without touching the global RNG state.
+
+    PyTorch initialises layers from the global generator, so the seeding and
+    the construction happen under a lock: clients built in parallel threads
+    cannot interleave their draws.
+    """
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Net()
 

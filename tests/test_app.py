@@ -29,7 +29,11 @@ def test_export_html_has_every_chart(mnist_dir, tmp_path):
     try:
         done = subprocess.run(
             [str(BIN / "marimo"), "export", "html", "app.py", "-o", str(out), *SMALL],
-            cwd=REPO, env=app_env(mnist_dir, marker), capture_output=True, text=True, timeout=600,
+            cwd=REPO,
+            env=app_env(mnist_dir, marker),
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
     finally:
         stop_processes(processes_with_env("FEDCORE_TEST_RUN", marker))
@@ -38,8 +42,12 @@ def test_export_html_has_every_chart(mnist_dir, tmp_path):
     # label counts, samples, isolated loss, accuracy, confusion, history,
     # client losses, global confusion, story, final accuracy
     assert len(re.findall(r"application/vnd\.vegalite\.v\d\+json", page)) >= 10
-    for section in ("1-the-split", "2-each-client-alone", "3-together-with-flower",
-                    "4-alone-vs-together"):
+    for section in (
+        "1-the-split",
+        "2-each-client-alone",
+        "3-together-with-flower",
+        "4-alone-vs-together",
+    ):
         assert f'id=\\"{section}\\"' in page, section  # rendered headings, not code
     assert "vnd.marimo+error" not in page  # no cell raised
     assert "Federated training failed.</" not in page and "cannot run:</" not in page
@@ -57,8 +65,20 @@ def running_app(mnist_dir, tmp_path):
     port = free_port()
     env = app_env(mnist_dir, marker) | {"FEDCORE_CACHE_DIR": str(tmp_path / "cache")}
     server = subprocess.Popen(
-        [str(BIN / "marimo"), "run", "app.py", "--headless", "--no-token", "--port", str(port), *SMALL],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(BIN / "marimo"),
+            "run",
+            "app.py",
+            "--headless",
+            "--no-token",
+            "--port",
+            str(port),
+            *SMALL,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
@@ -83,8 +103,13 @@ def test_browser_changes_a_control_and_the_page_follows(running_app):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 4000})
