@@ -21,8 +21,8 @@ def _():
         format_digits,
     )
     from fedcore.data import DataError, load_mnist
-    from fedcore.federated import FederatedRunError
     from fedcore.partition import label_counts, partition_clients
+    from fedcore.progress import FederatedRunError
 
     return (
         ConfigError,

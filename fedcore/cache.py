@@ -23,10 +23,10 @@ import torch
 
 from fedcore.config import ExperimentConfig
 from fedcore.data import MnistData
-from fedcore.federated import ProgressCallback
 from fedcore.isolated import ClientEpochCallback, client_result, fit_isolated_model
 from fedcore.model import build_model
 from fedcore.partition import ClientPartition
+from fedcore.progress import ProgressCallback
 from fedcore.results import ClientResult, FederatedResult
 from fedcore.storage import atomic_write_bytes, cache_dir
 

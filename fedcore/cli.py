@@ -20,7 +20,7 @@ from fedcore.config import (
 )
 from fedcore.data import DataError
 from fedcore.experiment import PHASES, run_experiment
-from fedcore.federated import FederatedRunError, Progress
+from fedcore.progress import FederatedRunError, Progress
 from fedcore.results import ExperimentResult
 
 DEFAULTS = ExperimentConfig()
@@ -175,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FederatedRunError as error:
         print(f"fedcore: federated run failed: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("fedcore: interrupted; no results were written", file=sys.stderr)
+        return 130
     print(format_table(result))
     if args.out:
         print(f"results written to {result.save(args.out)}")

@@ -47,6 +47,8 @@ def node_partition(context: Context, config: ExperimentConfig) -> int:
 
 def train_handler(msg: Message, context: Context) -> Message:
     config = experiment_config(context.run_config)
+    if "data-dir" in context.node_config:  # a SuperNode's own data folder wins
+        config = config.replace(data_dir=str(context.node_config["data-dir"]))
     partition_id = node_partition(context, config)
     client = partition_id + 1
     server_round = int(msg.content["config"]["server-round"])

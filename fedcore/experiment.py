@@ -2,28 +2,48 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from fedcore.config import ExperimentConfig
 from fedcore.data import load_mnist
-from fedcore.federated import ProgressCallback
 from fedcore.isolated import ClientEpochCallback, run_isolated
 from fedcore.partition import iid_shards
+from fedcore.progress import ProgressCallback
 from fedcore.results import ExperimentResult, FederatedResult
 
 Phase = Literal["isolated", "federated", "all"]
 PHASES: tuple[Phase, ...] = ("isolated", "federated", "all")
 
 
-def _timed_simulation(
-    config: ExperimentConfig, on_progress: ProgressCallback | None
-) -> tuple[FederatedResult, float]:
-    from fedcore.simulation import simulate  # imports Ray; only when needed
+class BackgroundSimulation(threading.Thread):
+    """The federated simulation in a daemon thread: Ctrl-C on the main thread ends the
+    process at once (Ray's exit hook then stops its workers) instead of waiting for it."""
 
-    start = time.perf_counter()
-    return simulate(config, on_progress), time.perf_counter() - start
+    def __init__(self, config: ExperimentConfig, on_progress: ProgressCallback | None) -> None:
+        super().__init__(name="fedcore-federated", daemon=True)
+        self.config, self.on_progress = config, on_progress
+        self.result: FederatedResult | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        start = time.perf_counter()
+        try:
+            from fedcore.simulation import simulate  # imports Ray; only when needed
+
+            self.result = simulate(self.config, self.on_progress)
+        except BaseException as error:  # handed to the caller in `outcome`
+            self.error = error
+        self.seconds = time.perf_counter() - start
+
+    def outcome(self) -> tuple[FederatedResult, float]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result, self.seconds
 
 
 def run_experiment(
@@ -46,15 +66,15 @@ def run_experiment(
     iid_shards(len(data.train_y), config.num_clients, config.seed)
     timings = {"load": time.perf_counter() - begin}
     isolated = federated = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedcore-federated") as pool:
-        background = None
-        if phase in ("federated", "all"):
-            background = pool.submit(_timed_simulation, config, on_progress)
-        if phase in ("isolated", "all"):
-            start = time.perf_counter()
-            isolated = run_isolated(config, data, on_epoch)
-            timings["isolated"] = time.perf_counter() - start
-        if background is not None:
-            federated, timings["federated"] = background.result()
+    background = None
+    if phase in ("federated", "all"):
+        background = BackgroundSimulation(config, on_progress)
+        background.start()
+    if phase in ("isolated", "all"):
+        start = time.perf_counter()
+        isolated = run_isolated(config, data, on_epoch)
+        timings["isolated"] = time.perf_counter() - start
+    if background is not None:
+        federated, timings["federated"] = background.outcome()
     timings["total"] = time.perf_counter() - begin
     return ExperimentResult(config=config, isolated=isolated, federated=federated, timings=timings)

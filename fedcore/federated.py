@@ -22,35 +22,13 @@ from fedcore.config import ExperimentConfig
 from fedcore.data import load_mnist
 from fedcore.evaluation import evaluate
 from fedcore.model import build_model
+from fedcore.progress import FederatedRunError, Progress, ProgressCallback
 from fedcore.results import FederatedResult, RoundResult
 
 REPLY_POLL_SECONDS = 0.05
 ROUND_TIMEOUT_SECONDS = 3600.0
 NODE_WAIT_SECONDS = 120.0  # for the first SuperNode to connect
 NODE_SETTLE_SECONDS = 10.0  # no new SuperNode for this long: that is all of them
-
-
-class FederatedRunError(RuntimeError):
-    """A federated run could not go on; the message says which round and why."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One step of a federated run, for progress bars and live charts.
-
-    kind: "round-start", "client-done", "client-failed" or "round-done".
-    `history` holds every round finished so far (round 0 = initial model).
-    """
-
-    kind: str
-    server_round: int
-    num_rounds: int
-    client: int | None = None
-    detail: str = ""
-    history: tuple[RoundResult, ...] = ()
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 def client_of(reply: Message) -> int | None:

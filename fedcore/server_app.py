@@ -13,7 +13,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedcore.config import ConfigError
 from fedcore.data import DataError
-from fedcore.federated import FederatedRunError, Progress, run_federated
+from fedcore.federated import run_federated
+from fedcore.progress import FederatedRunError, Progress
 from fedcore.results import ExperimentResult
 from fedcore.run_config import experiment_config, results_dir
 

@@ -19,7 +19,8 @@ from flwr.simulation import run_simulation
 from fedcore.client_app import build_client_app
 from fedcore.config import ConfigError, ExperimentConfig
 from fedcore.data import DataError
-from fedcore.federated import FederatedRunError, ProgressCallback, run_federated
+from fedcore.federated import run_federated
+from fedcore.progress import FederatedRunError, ProgressCallback
 from fedcore.results import FederatedResult
 
 
