@@ -9,6 +9,7 @@ per-client losses, failures, and progress events for a UI.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -45,9 +46,12 @@ class ReportingGrid:
     with the same push-then-pull loop, calling `on_reply` for each reply.
     """
 
-    def __init__(self, grid: Grid, on_reply: Callable[[Message], None]) -> None:
+    def __init__(
+        self, grid: Grid, on_reply: Callable[[Message], None], stop: threading.Event
+    ) -> None:
         self._grid = grid
         self._on_reply = on_reply
+        self._stop = stop
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
@@ -59,6 +63,8 @@ class ReportingGrid:
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending and (deadline is None or time.monotonic() < deadline):
+            if self._stop.is_set():  # the engine is gone: no reply will ever come
+                raise FederatedRunError("the simulation engine stopped during a round")
             for reply in self._grid.pull_messages(pending):
                 pending.discard(reply.metadata.reply_to_message_id)
                 replies.append(reply)
@@ -109,7 +115,7 @@ class FedcoreFedAvg(FedAvg):
         return super().aggregate_train(server_round, replies)
 
 
-def wait_for_supernodes(grid: Grid, expected: int) -> None:
+def wait_for_supernodes(grid: Grid, expected: int, stop: threading.Event) -> None:
     """Wait until `expected` SuperNodes are connected; fail clearly on a mismatch.
 
     Each SuperNode holds partition `partition-id` of `num-partitions`, so a
@@ -117,7 +123,7 @@ def wait_for_supernodes(grid: Grid, expected: int) -> None:
     """
     start = changed = time.monotonic()
     count = 0
-    while True:
+    while not stop.is_set():
         now_count = len(list(grid.get_node_ids()))
         now = time.monotonic()
         if now_count != count:
@@ -132,15 +138,21 @@ def wait_for_supernodes(grid: Grid, expected: int) -> None:
                 f"or --run-config 'num-clients={count}' (with matching exclusions)"
             )
         time.sleep(REPLY_POLL_SECONDS)
+    raise FederatedRunError("the simulation engine stopped before every SuperNode connected")
 
 
 def run_federated(
     grid: Grid,
     config: ExperimentConfig,
     on_progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
 ) -> FederatedResult:
-    """FedAvg for `config.num_rounds` rounds; evaluate the global model before and after each."""
-    wait_for_supernodes(grid, config.num_clients)
+    """FedAvg for `config.num_rounds` rounds; evaluate the global model before and after each.
+
+    Setting `stop` makes a round that is waiting for replies give up at once.
+    """
+    stop = stop or threading.Event()
+    wait_for_supernodes(grid, config.num_clients, stop)
     random.seed(config.seed)  # FedAvg samples clients with the `random` module
     data = load_mnist(config)
     model = build_model(config.seed)
@@ -180,7 +192,7 @@ def run_federated(
 
     confusions: dict[int, list[list[int]]] = {}
     FedcoreFedAvg(config, log).start(
-        grid=ReportingGrid(grid, on_reply),
+        grid=ReportingGrid(grid, on_reply, stop),
         initial_arrays=ArrayRecord(model.state_dict()),
         num_rounds=config.num_rounds,
         timeout=ROUND_TIMEOUT_SECONDS,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from flwr.app import Context
@@ -51,15 +52,18 @@ def simulate(
 ) -> FederatedResult:
     """Run FedAvg over `config.num_clients` virtual SuperNodes and return the result."""
     outcome: list[FederatedResult] = []
+    # Flower runs the ServerApp in a non-daemon thread; if the engine dies, this
+    # tells it to stop waiting for replies, so the process can exit.
+    stop = threading.Event()
     server_app = ServerApp()
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
-        outcome.append(run_federated(grid, config, on_progress))
+        outcome.append(run_federated(grid, config, on_progress, stop))
 
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
-    flwr_logger.setLevel(logging.ERROR)  # Flower logs every round; the UI shows progress
+    flwr_logger.setLevel(logging.CRITICAL)  # we report progress and errors ourselves
     try:
         run_simulation(
             server_app=server_app,
@@ -74,11 +78,14 @@ def simulate(
             f"Flower's simulation engine stopped (exit code {error.code})"
         ) from error
     except Exception as error:  # Ray failing to start, a worker dying, ...
-        cause = error.__cause__ or error
+        cause = error
+        while cause.__cause__ or cause.__context__:  # Flower wraps it twice: show the root
+            cause = cause.__cause__ or cause.__context__
         raise SimulationError(
             f"Flower's simulation engine (Ray) failed: {type(cause).__name__}: {cause}"
         ) from error
     finally:
+        stop.set()
         flwr_logger.setLevel(level)
     if not outcome:
         raise SimulationError("the simulation ended without a result")

@@ -64,7 +64,7 @@ def test_interrupted_run_writes_no_results(mnist_dir, tmp_path):
 
 
 def test_ray_that_cannot_start_is_one_line(mnist_dir):
-    env = os.environ | {"RAY_ADDRESS": "127.0.0.1:9"}  # no Ray cluster listens there
+    env = os.environ | {"RAY_TMPDIR": "/proc/no-such-dir"}  # Ray cannot create its session
     done = subprocess.run(
         [sys.executable, "-m", "fedcore", "run", "--phase", "federated", "--data-dir",
          str(mnist_dir), "--epochs", "1", "--rounds", "1"],
@@ -73,4 +73,5 @@ def test_ray_that_cannot_start_is_one_line(mnist_dir):
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("fedcore: federated run failed: Flower's simulation engine (Ray) failed")
+    assert "/proc/no-such-dir" in last
     assert "Traceback" not in done.stderr
