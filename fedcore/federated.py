@@ -9,6 +9,7 @@ per-client losses, failures, and progress events for a UI.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +38,18 @@ def client_of(reply: Message) -> int | None:
     if reply.has_error():
         return None
     return int(reply.content["client"]["client"])
+
+
+def failure_reason(reply: Message, server_round: int) -> str:
+    """A failed reply's reason without Flower's `<class '...'>:<'...'>` wrapping.
+
+    Our ClientApp's errors already say which client and round; others get the round.
+    """
+    reason = reply.error.reason
+    match = re.fullmatch(r"<class '[^']+'>:<'(.*)'>", reason, flags=re.DOTALL)
+    if match:
+        reason = match.group(1)
+    return reason if reason.startswith("client ") else f"round {server_round}: {reason}"
 
 
 class ReportingGrid:
@@ -102,15 +115,17 @@ class FedcoreFedAvg(FedAvg):
         # depend on order, so aggregate in client order for reproducible numbers.
         replies = sorted(replies, key=lambda reply: client_of(reply) or 0)
         losses: dict[str, list[float]] = {}
+        failures = []
         for reply in replies:
             if reply.has_error():
-                self.log.failures.append(f"round {server_round}: {reply.error.reason}")
+                failures.append(failure_reason(reply, server_round))
             else:
                 client = client_of(reply)
                 losses[str(client)] = list(reply.content["client"]["epoch-losses"])
+        self.log.failures += sorted(failures)
         self.log.client_loss[server_round] = dict(sorted(losses.items(), key=lambda kv: int(kv[0])))
         if not losses:
-            reasons = "; ".join(self.log.failures[-len(replies) :]) or "no client replied in time"
+            reasons = "; ".join(sorted(failures)) or "no client replied in time"
             raise FederatedRunError(f"round {server_round}: every client failed ({reasons})")
         return super().aggregate_train(server_round, replies)
 
@@ -186,7 +201,7 @@ def run_federated(
     def on_reply(reply: Message) -> None:
         round_now = len(history)
         if reply.has_error():
-            report("client-failed", round_now, detail=reply.error.reason)
+            report("client-failed", round_now, detail=failure_reason(reply, round_now))
         else:
             report("client-done", round_now, client_of(reply))
 

@@ -53,7 +53,7 @@ class FederatedResult:
     loss: float
     subset_accuracy: dict[str, float]
     confusion: list[list[int]]
-    failures: list[str] = field(default_factory=list)  # "round N: client K failed: why"
+    failures: list[str] = field(default_factory=list)  # "client K failed in round N: why"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

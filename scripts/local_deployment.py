@@ -99,6 +99,13 @@ def main() -> int:
         "--data-dir", required=True, help="MNIST folder for every SuperNode and the server"
     )
     parser.add_argument("--run-config", default="", help="overrides for `flwr run --run-config`")
+    parser.add_argument(
+        "--node-data-dir",
+        action="append",
+        default=[],
+        metavar="PARTITION=DIR",
+        help="give one SuperNode another data folder (repeatable), e.g. to see a client fail",
+    )
     parser.add_argument("--out", required=True, help="where the results JSON goes")
     parser.add_argument("--flwr-home", help="default: a temporary folder, removed afterwards")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for the whole run")
@@ -128,9 +135,11 @@ def main() -> int:
         started.append(superlink)
         wait_for_port(link_port, superlink, deadline)
         print(f"SuperLink on 127.0.0.1:{link_port} (pid {superlink.pid})", flush=True)
+        node_dirs = dict(item.split("=", 1) for item in args.node_data_dir)
         for partition in range(args.supernodes):
+            node_dir = node_dirs.get(str(partition), data_dir)
             node_config = (
-                f"partition-id={partition} num-partitions={args.supernodes} data-dir='{data_dir}'"
+                f"partition-id={partition} num-partitions={args.supernodes} data-dir='{node_dir}'"
             )
             command = [
                 str(BIN / "flower-supernode"), "--insecure",
@@ -150,7 +159,7 @@ def main() -> int:
             cwd=ROOT, env=env, timeout=max(1.0, deadline - time.monotonic()),
             capture_output=True, text=True,
         )  # fmt: skip
-        print(run.stdout[-4000:], run.stderr[-2000:], sep="\n", flush=True)
+        print(run.stdout, run.stderr, sep="\n", flush=True)
         latest = out.parent / (out.stem + "-runs") / "latest.json"
         if run.returncode != 0 or not latest.is_file():
             print(f"local deployment: the run failed (logs in {logs})", file=sys.stderr)
