@@ -131,3 +131,25 @@ def test_browser_changes_a_control_and_the_page_follows(running_app):
             expect(page.locator(".marimo-error, [data-testid='marimo-error']")).to_have_count(0)
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--rounds", "99"], "num_rounds must be between 1 and 20, got 99"),
+        (["--exclude", "1,3,7;2,5,8"], "excluded digits are given for 2 clients, but there are 3"),
+        (["--epoch", "1"], "unknown setting(s) --epoch 1"),
+        (["--data-dir", "/no/such/mnist"], "/no/such/mnist: data folder not found"),
+    ],
+)
+def test_bad_input_is_a_callout_in_the_page(mnist_dir, tmp_path, args, message):
+    out = tmp_path / "report.html"
+    done = subprocess.run(
+        [str(BIN / "marimo"), "export", "html", "app.py", "-o", str(out), "--", *args],
+        cwd=REPO, env=app_env(mnist_dir, uuid.uuid4().hex), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    page = out.read_text()
+    assert message in page, done.stderr[-2000:]
+    assert "vnd.marimo+error" not in page  # a callout, not a traceback
+    assert "vnd.vegalite" not in page  # and nothing computed from bad settings
