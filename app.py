@@ -327,21 +327,13 @@ def _(charts, config, isolated, mo, normalized_switch, tables):
         )
         for r in isolated
     )
-    _confusion = [
-        tables.confusion(tables.client_name(r.client), r.confusion, r.excluded) for r in isolated
-    ]
     mo.vstack(
         [
             mo.md(f"## 2. Each client alone\n\n{_lines}"),
-            mo.hstack(
-                [
-                    charts.loss_chart(
-                        tables.isolated_losses(isolated),
-                        config.num_clients,
-                        "Training loss, each client alone",
-                    ),
-                ],
-                justify="start",
+            charts.loss_chart(
+                tables.isolated_losses(isolated),
+                config.num_clients,
+                "Training loss, each client alone",
             ),
             charts.accuracy_chart(tables.accuracies(isolated), config.num_clients),
             mo.md(
@@ -350,7 +342,7 @@ def _(charts, config, isolated, mo, normalized_switch, tables):
             ),
             normalized_switch,
             charts.confusion_chart(
-                tables.pd.concat(_confusion, ignore_index=True), normalized=normalized_switch.value
+                tables.isolated_confusions(isolated), normalized=normalized_switch.value
             ),
         ]
     )
@@ -409,6 +401,9 @@ def _(
                     subtitle=f"round {_last.round}/{_event.num_rounds}: "
                     f"global accuracy {_last.accuracy:.1%}",
                 )
+                # The accuracy chart fills in while the next round trains.
+                mo.output.replace(charts.history_chart(tables.history(_event.history)))
+    mo.output.clear()  # the live chart gives way to the full section below
     _error = _outcome.get("error")
     if isinstance(_error, FederatedRunError | DataError):
         mo.stop(True, mo.callout(mo.md(f"**Federated training failed.** {_error}"), kind="danger"))
@@ -447,7 +442,7 @@ def _(charts, config, federated, mo, normalized_switch, tables):
             _failures,
             mo.hstack(
                 [
-                    charts.history_chart(tables.history(federated)),
+                    charts.history_chart(tables.history(federated.history)),
                     charts.federated_loss_chart(
                         tables.federated_client_losses(federated), config.num_clients
                     ),

@@ -10,7 +10,7 @@ import torch
 from fedcore.config import format_digits
 from fedcore.data import MnistData
 from fedcore.partition import ClientPartition
-from fedcore.results import ClientResult, FederatedResult
+from fedcore.results import ClientResult, FederatedResult, RoundResult
 
 FEDERATED = "Federated"
 ALL_DIGITS = "all digits"
@@ -127,10 +127,21 @@ def confusion(
     )
 
 
-def history(federated: FederatedResult) -> pd.DataFrame:
-    """`round, test_set, accuracy`: the global model after each round (0 = initial)."""
+def isolated_confusions(results: Sequence[ClientResult]) -> pd.DataFrame:
+    """Every isolated model's confusion matrix, its missing digits' rows marked."""
+    return pd.concat(
+        [confusion(client_name(r.client), r.confusion, r.excluded) for r in results],
+        ignore_index=True,
+    )
+
+
+def history(rounds: Sequence[RoundResult]) -> pd.DataFrame:
+    """`round, test_set, accuracy`: the global model after each round (0 = initial).
+
+    Takes the rounds rather than a finished result, so a chart can fill in live.
+    """
     rows = []
-    for h in federated.history:
+    for h in rounds:
         rows.append({"round": h.round, "test_set": ALL_DIGITS, "accuracy": h.accuracy})
         rows += [
             {"round": h.round, "test_set": subset_name(s), "accuracy": a}
