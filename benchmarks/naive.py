@@ -63,10 +63,6 @@ def apply_transforms(batch: dict) -> dict:
     return batch
 
 
-def collate(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([r["image"] for r in rows]), torch.tensor([r["label"] for r in rows])
-
-
 def client_loader(config: ExperimentConfig, client: int) -> DataLoader:
     """Load, shuffle, partition, filter: from the cached copy, on every call."""
     train = datasets.load_from_disk(os.environ["NAIVE_HUB_COPY"] + "/train")
@@ -78,15 +74,12 @@ def client_loader(config: ExperimentConfig, client: int) -> DataLoader:
         partition.with_transform(apply_transforms),
         batch_size=config.batch_size,
         shuffle=True,
-        collate_fn=collate,
     )
 
 
 def test_loader(config: ExperimentConfig) -> DataLoader:
     test = datasets.load_from_disk(os.environ["NAIVE_HUB_COPY"] + "/test")
-    return DataLoader(
-        test.with_transform(apply_transforms), batch_size=config.batch_size, collate_fn=collate
-    )
+    return DataLoader(test.with_transform(apply_transforms), batch_size=config.batch_size)
 
 
 def train_epochs(model: nn.Module, loader: DataLoader, config: ExperimentConfig) -> None:
@@ -96,9 +89,9 @@ def train_epochs(model: nn.Module, loader: DataLoader, config: ExperimentConfig)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     for _ in range(config.local_epochs):
-        for x, y in loader:
+        for batch in loader:  # default collate: a dict of stacked tensors, as in the template
             optimizer.zero_grad()
-            loss_fn(model(x), y).backward()
+            loss_fn(model(batch["image"]), batch["label"]).backward()
             optimizer.step()
 
 
@@ -106,9 +99,9 @@ def train_epochs(model: nn.Module, loader: DataLoader, config: ExperimentConfig)
 def accuracy(model: nn.Module, loader: DataLoader) -> float:
     model.eval()
     correct = total = 0
-    for x, y in loader:
-        correct += int((model(x).argmax(1) == y).sum())
-        total += len(y)
+    for batch in loader:
+        correct += int((model(batch["image"]).argmax(1) == batch["label"]).sum())
+        total += len(batch["label"])
     return correct / total
 
 

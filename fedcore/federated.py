@@ -105,7 +105,6 @@ class FedcoreFedAvg(FedAvg):
             min_train_nodes=1,
             min_available_nodes=config.num_clients,
         )
-        self.num_clients = config.num_clients
         self.log = log
 
     def aggregate_train(
@@ -122,10 +121,11 @@ class FedcoreFedAvg(FedAvg):
             else:
                 client = client_of(reply)
                 losses[str(client)] = list(reply.content["client"]["epoch-losses"])
-        self.log.failures += sorted(failures)
-        self.log.client_loss[server_round] = dict(sorted(losses.items(), key=lambda kv: int(kv[0])))
+        failures.sort()
+        self.log.failures += failures
+        self.log.client_loss[server_round] = losses  # in client order, as the replies
         if not losses:
-            reasons = "; ".join(sorted(failures)) or "no client replied in time"
+            reasons = "; ".join(failures) or "no client replied in time"
             raise FederatedRunError(f"round {server_round}: every client failed ({reasons})")
         return super().aggregate_train(server_round, replies)
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 import io
 import pickle
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 
 from fedcore.config import ExperimentConfig
 from fedcore.storage import atomic_write_bytes, cache_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ def partition_clients(labels: torch.Tensor, config: ExperimentConfig) -> list[Cl
 
 def label_counts(labels: torch.Tensor, partitions: list[ClientPartition]) -> pd.DataFrame:
     """Long table `client, digit, count` (every digit, zeros included) for charts."""
+    import pandas as pd  # not at the top: Ray workers import this module and need no pandas
+
     rows = []
     for part in partitions:
         counts = torch.bincount(labels[part.indices], minlength=10).tolist()
