@@ -23,7 +23,8 @@ import torch
 
 from fedcore.config import ExperimentConfig
 from fedcore.data import MnistData
-from fedcore.isolated import ClientEpochCallback, client_result, fit_isolated_model
+from fedcore.isolated import client_result, fit_isolated_model
+from fedcore.local_training import ClientEpochCallback
 from fedcore.model import build_model
 from fedcore.partition import ClientPartition
 from fedcore.progress import ProgressCallback

@@ -16,11 +16,10 @@ from flwr.clientapp import ClientApp
 
 from fedcore.config import ExperimentConfig
 from fedcore.data import MnistData, load_mnist
-from fedcore.isolated import batch_order_seed
+from fedcore.local_training import train_on_partition
 from fedcore.model import Net
 from fedcore.partition import ClientPartition, partition_clients
 from fedcore.run_config import experiment_config
-from fedcore.training import train
 
 
 class ClientFailure(RuntimeError):
@@ -56,16 +55,7 @@ def train_handler(msg: Message, context: Context) -> Message:
         data, partition = _partition(config, partition_id)
         model = Net()
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        losses = train(
-            model,
-            data.train_x[partition.indices],
-            data.train_y[partition.indices],
-            epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            momentum=config.momentum,
-            seed=batch_order_seed(config.seed, client, server_round),
-        )
+        losses = train_on_partition(model, data, partition, config, server_round)
     except Exception as error:
         raise ClientFailure(f"client {client} failed in round {server_round}: {error}") from error
     content = RecordDict(

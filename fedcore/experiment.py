@@ -8,7 +8,8 @@ from typing import Literal
 
 from fedcore.config import ExperimentConfig
 from fedcore.data import load_mnist
-from fedcore.isolated import ClientEpochCallback, run_isolated
+from fedcore.isolated import run_isolated
+from fedcore.local_training import ClientEpochCallback
 from fedcore.partition import iid_shards
 from fedcore.progress import ProgressCallback
 from fedcore.results import ExperimentResult, FederatedResult

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from torch import nn
@@ -10,18 +9,10 @@ from torch import nn
 from fedcore.config import ExperimentConfig, format_digits
 from fedcore.data import MnistData, load_mnist
 from fedcore.evaluation import evaluate
+from fedcore.local_training import ClientEpochCallback, train_on_partition
 from fedcore.model import Net, build_model
 from fedcore.partition import ClientPartition, partition_clients
 from fedcore.results import ClientResult
-from fedcore.training import train
-
-# on_epoch(client, epoch, loss): progress for a UI; client and epoch are 1-based.
-ClientEpochCallback = Callable[[int, int, float], None]
-
-
-def batch_order_seed(seed: int, client: int, server_round: int) -> int:
-    """Each client and round shuffles differently, reproducibly (round 0 = isolated)."""
-    return seed + 1000 * server_round + client
 
 
 def fit_isolated_model(
@@ -32,17 +23,7 @@ def fit_isolated_model(
 ) -> tuple[Net, list[float]]:
     """Train one client's model from the shared initial weights; return it and its losses."""
     model = build_model(config.seed)
-    losses = train(
-        model,
-        data.train_x[partition.indices],
-        data.train_y[partition.indices],
-        epochs=config.local_epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        momentum=config.momentum,
-        seed=batch_order_seed(config.seed, partition.client, 0),
-        on_epoch=None if on_epoch is None else lambda e, loss: on_epoch(partition.client, e, loss),
-    )
+    losses = train_on_partition(model, data, partition, config, server_round=0, on_epoch=on_epoch)
     return model, losses
 
 

@@ -1,0 +1,45 @@
+"""One client's local training on its partition: the same in both phases.
+
+An isolated model is round 0 of it; a ClientApp runs it in every federated round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from fedcore.config import ExperimentConfig
+from fedcore.data import MnistData
+from fedcore.partition import ClientPartition
+from fedcore.training import train
+
+# on_epoch(client, epoch, loss): progress for a UI; client and epoch are 1-based.
+ClientEpochCallback = Callable[[int, int, float], None]
+
+
+def batch_order_seed(seed: int, client: int, server_round: int) -> int:
+    """Each client and round shuffles differently, reproducibly (round 0 = isolated)."""
+    return seed + 1000 * server_round + client
+
+
+def train_on_partition(
+    model: nn.Module,
+    data: MnistData,
+    partition: ClientPartition,
+    config: ExperimentConfig,
+    server_round: int,
+    on_epoch: ClientEpochCallback | None = None,
+) -> list[float]:
+    """Train `model` in place on the client's images; the mean loss of every epoch."""
+    return train(
+        model,
+        data.train_x[partition.indices],
+        data.train_y[partition.indices],
+        epochs=config.local_epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        momentum=config.momentum,
+        seed=batch_order_seed(config.seed, partition.client, server_round),
+        on_epoch=None if on_epoch is None else lambda e, loss: on_epoch(partition.client, e, loss),
+    )
