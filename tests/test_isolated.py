@@ -32,7 +32,7 @@ def test_same_seed_same_numbers(isolated, small_config):
 def test_progress_callback(small_config):
     seen = []
     run_isolated(small_config, on_epoch=lambda client, epoch, loss: seen.append((client, epoch)))
-    assert seen == [(1, 1), (2, 1), (3, 1)]
+    assert sorted(seen) == [(1, 1), (2, 1), (3, 1)]  # clients train in parallel threads
 
 
 def test_results_json_round_trip(isolated, small_config, tmp_path):
