@@ -385,7 +385,7 @@ def _(
     ) as _bar:
         while _worker.is_alive() or not _events.empty():
             try:
-                _event = _events.get(timeout=0.2)
+                _event = _events.get(timeout=0.05)
             except queue.Empty:
                 continue
             if _event.kind == "client-done":
@@ -465,17 +465,21 @@ def _(charts, config, federated, isolated, mo, tables):
     if _story.empty:
         _summary = mo.md("## 4. Alone vs together\n\n_No client excludes any digit._")
     else:
-        _alone = _story[_story.model == "trained alone"].accuracy
-        _together = _story[_story.model != "trained alone"].accuracy
+
+        def _span(values):
+            low, high = f"{values.min():.0%}", f"{values.max():.0%}"
+            return low if low == high else f"{low} to {high}"
+
+        _alone = _span(_story[_story.model == "trained alone"].accuracy)
+        _together = _span(_story[_story.model != "trained alone"].accuracy)
         _summary = mo.vstack(
             [
                 mo.md(
                     f"""
                     ## 4. Alone vs together
                     On the digits a client never saw, its own model scores
-                    {_alone.min():.0%} to {_alone.max():.0%}; the federated model,
-                    trained on the same private data without any image leaving its
-                    client, scores {_together.min():.0%} to {_together.max():.0%}.
+                    {_alone}; the federated model, trained on the same private data
+                    without any image leaving its client, scores {_together}.
                     """
                 ),
                 charts.story_chart(_story),
