@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 DATA_DIR_ENV = "FEDCORE_DATA_DIR"
@@ -190,8 +191,9 @@ class ExperimentConfig:
         return tuple(sorted(common))
 
     def resolved_data_dir(self) -> str:
-        """The folder to read: the config's, else `$FEDCORE_DATA_DIR`; empty means the Hub."""
-        return self.data_dir or os.environ.get(DATA_DIR_ENV, "")
+        """The folder to read, absolute: the config's, else `$FEDCORE_DATA_DIR`; "" = the Hub."""
+        folder = self.data_dir or os.environ.get(DATA_DIR_ENV, "")
+        return str(Path(folder).expanduser().resolve()) if folder else ""
 
     def replace(self, **changes: Any) -> ExperimentConfig:
         """A copy with some settings changed, validated like a new config."""

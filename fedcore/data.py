@@ -188,10 +188,6 @@ def _load_cached(data_dir: str) -> MnistData:
 
 def load_mnist(config_or_dir: ExperimentConfig | str = "") -> MnistData:
     """MNIST for a config (or a folder; empty = env var, else the Hub), once per process."""
-    if isinstance(config_or_dir, ExperimentConfig):
-        data_dir = config_or_dir.resolved_data_dir()
-    else:
-        data_dir = ExperimentConfig(data_dir=str(config_or_dir)).resolved_data_dir()
-    if data_dir:
-        data_dir = str(Path(data_dir).expanduser().resolve())
-    return _load_cached(data_dir)
+    if not isinstance(config_or_dir, ExperimentConfig):
+        config_or_dir = ExperimentConfig(data_dir=str(config_or_dir))
+    return _load_cached(config_or_dir.resolved_data_dir())

@@ -70,7 +70,10 @@ def simulate(
     try:
         run_simulation(
             server_app=server_app,
-            client_app=build_client_app(config.to_run_config()),
+            # Absolute data folder: Ray workers need not share this process's cwd.
+            client_app=build_client_app(
+                config.to_run_config() | {"data-dir": config.resolved_data_dir()}
+            ),
             num_supernodes=config.num_clients,
             backend_config=backend_config(num_cpus),
         )

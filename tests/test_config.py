@@ -123,3 +123,5 @@ def test_data_dir_falls_back_to_environment(monkeypatch):
     monkeypatch.setenv("FEDCORE_DATA_DIR", "/from/env")
     assert ExperimentConfig().resolved_data_dir() == "/from/env"
     assert ExperimentConfig(data_dir="/given").resolved_data_dir() == "/given"
+    monkeypatch.chdir("/tmp")
+    assert ExperimentConfig(data_dir="rel/mnist").resolved_data_dir() == "/tmp/rel/mnist"
