@@ -32,11 +32,3 @@ def build_model(seed: int) -> Net:
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Net()
-
-
-def get_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-
-
-def set_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    model.load_state_dict(weights, strict=True)

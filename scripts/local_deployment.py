@@ -18,7 +18,6 @@ the run ends, fails, times out or is interrupted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import signal
@@ -29,8 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
+from fedcore.processes import stop_processes, with_descendants
 from fedcore.storage import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,28 +52,6 @@ def wait_for_port(port: int, process: subprocess.Popen, deadline: float) -> None
         except OSError:
             time.sleep(0.2)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} in time")
-
-
-def stop_all(processes: list[subprocess.Popen], timeout: float = 15.0) -> list[int]:
-    """Stop each process and every descendant, by process id; return the ids stopped."""
-    tree: list[psutil.Process] = []
-    for process in processes:
-        try:
-            parent = psutil.Process(process.pid)
-            tree += [parent, *parent.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            continue
-    for proc in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=timeout)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
-    psutil.wait_procs(alive, timeout=timeout)
-    for process in processes:
-        process.wait(timeout=timeout)
-    return [proc.pid for proc in tree]
 
 
 def write_connection(flwr_home: Path, port: int) -> None:
@@ -171,7 +147,9 @@ def main() -> int:
         print(f"local deployment: timed out ({error}); logs in {logs}", file=sys.stderr)
         return 1
     finally:
-        stopped = stop_all(started)
+        stopped = stop_processes(with_descendants([p.pid for p in started]))
+        for process in started:
+            process.wait(timeout=15)
         print(f"stopped {len(stopped)} processes: {sorted(stopped)}", flush=True)
         if args.flwr_home is None:
             shutil.rmtree(home, ignore_errors=True)

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
+from fedcore.processes import processes_with_env, stop_processes
+
 from .conftest import REPO
-from .processes import processes_with_env, stop_processes
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from fedcore.processes import processes_with_env, stop_processes
+
 from .conftest import REPO
-from .processes import processes_with_env, stop_processes
 
 BIN = Path(sys.executable).parent
 

@@ -1,9 +1,5 @@
-"""Find and stop what a test started, by process id, even when the test failed.
-
-`flwr run` starts a SuperLink that outlives the command, which starts
-`flower-superexec`, `flwr-simulation` and Ray's processes. All of them inherit
-the environment, so a unique `FLWR_HOME` marks every one of them.
-"""
+"""Stop what we started, by process id: Flower's SuperLink outlives `flwr run`, and
+SuperNodes and Ray start processes of their own."""
 
 from __future__ import annotations
 
@@ -13,6 +9,7 @@ import psutil
 
 
 def processes_with_env(key: str, value: str) -> list[psutil.Process]:
+    """Every other process whose environment has `key=value` (children inherit it)."""
     found = []
     for process in psutil.process_iter():
         try:
@@ -21,6 +18,15 @@ def processes_with_env(key: str, value: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def with_descendants(pids: list[int]) -> list[psutil.Process]:
+    tree: list[psutil.Process] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(pid)
+            tree += [parent, *parent.children(recursive=True)]
+    return tree
 
 
 def stop_processes(processes: list[psutil.Process], timeout: float = 15.0) -> list[int]:
