@@ -35,12 +35,12 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a R
 os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
-def backend_config(num_cpus: int | None = None) -> dict[str, Any]:
+def backend_config() -> dict[str, Any]:
     """One CPU per ClientApp, so clients train in parallel, one per core."""
     return {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": {
-            "num_cpus": num_cpus or os.cpu_count() or 1,
+            "num_cpus": os.cpu_count() or 1,
             "logging_level": "ERROR",
             "log_to_driver": False,
             "include_dashboard": False,
@@ -51,7 +51,6 @@ def backend_config(num_cpus: int | None = None) -> dict[str, Any]:
 def simulate(
     config: ExperimentConfig,
     on_progress: ProgressCallback | None = None,
-    num_cpus: int | None = None,
 ) -> FederatedResult:
     """Run FedAvg over `config.num_clients` virtual SuperNodes and return the result."""
     outcome: list[FederatedResult] = []
@@ -75,7 +74,7 @@ def simulate(
                 config.to_run_config() | {"data-dir": config.resolved_data_dir()}
             ),
             num_supernodes=config.num_clients,
-            backend_config=backend_config(num_cpus),
+            backend_config=backend_config(),
         )
     except (FederatedRunError, DataError, ConfigError):
         raise  # our own, already clear (raised in the ServerApp thread)
