@@ -7,13 +7,15 @@ import threading
 import torch
 from torch import nn
 
+NUM_CLASSES = 10
+
 
 class Net(nn.Module):
     """`Linear(784, 128) -> ReLU -> Linear(128, 10)` on flattened 28x28 images."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+        self.layers = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, NUM_CLASSES))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

@@ -51,12 +51,17 @@ def backend_config() -> dict[str, Any]:
 def simulate(
     config: ExperimentConfig,
     on_progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
 ) -> FederatedResult:
-    """Run FedAvg over `config.num_clients` virtual SuperNodes and return the result."""
+    """Run FedAvg over `config.num_clients` virtual SuperNodes and return the result.
+
+    Setting `stop` (Ctrl-C, a closed notebook) ends the run at the next poll.
+    """
     outcome: list[FederatedResult] = []
-    # Flower runs the ServerApp in a non-daemon thread; if the engine dies, this
-    # tells it to stop waiting for replies, so the process can exit.
-    stop = threading.Event()
+    # Flower runs the ServerApp in a non-daemon thread, which the interpreter
+    # waits for at exit; `stop` tells it to stop waiting for replies, also
+    # when the engine dies, so the process can exit.
+    stop = stop or threading.Event()
     server_app = ServerApp()
 
     @server_app.main()

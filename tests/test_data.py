@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedcore import data as data_module
 from fedcore.data import DataError, load_from_hub, load_idx_folder, load_mnist
 
 LABELS = "train-labels-idx1-ubyte"
@@ -42,6 +43,29 @@ def test_real_mnist_is_read_and_normalized(mnist_dir):
 
 def test_load_mnist_is_cached_per_process(mnist_dir):
     assert load_mnist(str(mnist_dir)) is load_mnist(str(mnist_dir))
+
+
+def test_tensor_cache_gives_the_same_tensors_and_follows_the_files(
+    data_copy, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FEDCORE_CACHE_DIR", str(tmp_path / "cache"))
+    parsed = load_idx_folder(data_copy)
+    (entry,) = (tmp_path / "cache" / "mnist").iterdir()
+
+    def no_parsing(*args):
+        raise AssertionError("parsed the IDX files although the cache holds them")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(data_module, "read_idx_split", no_parsing)
+        cached = load_idx_folder(data_copy)
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(cached, name), getattr(parsed, name))
+    (entry / "train_x.npy").write_bytes(b"damaged")  # a damaged entry is parsed again
+    assert torch.equal(load_idx_folder(data_copy).train_x, parsed.train_x)
+    # A changed file is read again, not served from the entry of the old one.
+    (data_copy / f"{LABELS}.gz").write_bytes(b"\x1f\x8b broken")
+    with pytest.raises(DataError, match="corrupt gzip data|truncated"):
+        load_idx_folder(data_copy)
 
 
 def test_uncompressed_files_are_read_too(data_copy):

@@ -4,13 +4,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import uuid
 
 import pytest
 import torch
 
 from fedcore import storage
 from fedcore.cache import ResultCache
+from fedcore.processes import processes_with_env, stop_processes
 from fedcore.storage import atomic_write_text
 
 from .conftest import REPO
@@ -50,16 +51,27 @@ def test_cache_round_trips_model_weights(tmp_path):
 
 
 def test_interrupted_run_writes_no_results(mnist_dir, tmp_path):
+    """Ctrl-C while the isolated models train and Ray starts: exit 130, one line, no file."""
     out = tmp_path / "results.json"
+    marker = uuid.uuid4().hex
     process = subprocess.Popen(
-        [sys.executable, "-m", "fedcore", "run", "--phase", "isolated", "--data-dir",
-         str(mnist_dir), "--out", str(out)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "fedcore", "run", "--phase", "all", "--rounds", "1",
+         "--epochs", "20", "--data-dir", str(mnist_dir), "--out", str(out)],
+        cwd=REPO, env=os.environ | {"FEDCORE_TEST_RUN": marker},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(6)  # mid-training: 10 epochs take longer than this
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode != 0
+    try:
+        # Round 0 (the untrained model's accuracy) is reported seconds before any
+        # client can finish round 1: the run is surely mid-way.
+        for line in process.stderr:
+            if line.startswith("round 0/1"):
+                break
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        stop_processes(processes_with_env("FEDCORE_TEST_RUN", marker))
+    assert process.returncode == 130
+    assert stderr.strip() == "fedcore: interrupted; no results were written"
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

@@ -1,8 +1,11 @@
+import datasets
+import pytest
 import torch
+from flwr_datasets.partitioner import IidPartitioner
 
 from fedcore.config import ExperimentConfig
 from fedcore.data import load_mnist
-from fedcore.partition import flwr_iid_shards, iid_shards, label_counts, partition_clients
+from fedcore.partition import iid_shards, label_counts, partition_clients
 
 
 def test_reference_split(small_config):
@@ -27,14 +30,18 @@ def test_split_is_seeded():
     assert not torch.equal(iid_shards(600, 3, 1)[0], iid_shards(600, 3, 2)[0])
 
 
-def test_disk_cache_matches_flower_datasets():
-    first = iid_shards(900, 4, 5)  # computes and caches
-    cached = iid_shards(900, 4, 5)
-    fresh = flwr_iid_shards(900, 4, 5)
-    assert all(
-        torch.equal(a, b) and torch.equal(a, c)
-        for a, b, c in zip(first, cached, fresh, strict=True)
-    )
+@pytest.mark.parametrize(
+    ("num_samples", "num_partitions", "seed"),
+    [(900, 4, 5), (1003, 3, 42), (60_000, 3, 42), (10, 10, 0)],
+)
+def test_split_equals_flower_datasets_iid_partitioner(num_samples, num_partitions, seed):
+    """What `FederatedDataset(shuffle=True, seed=seed)` + `IidPartitioner` give."""
+    table = datasets.Dataset.from_dict({"index": list(range(num_samples))})
+    partitioner = IidPartitioner(num_partitions=num_partitions)
+    partitioner.dataset = table.shuffle(seed=seed)
+    expected = [partitioner.load_partition(i)["index"] for i in range(num_partitions)]
+    ours = iid_shards(num_samples, num_partitions, seed)
+    assert [shard.tolist() for shard in ours] == expected
 
 
 def test_label_counts_table(small_config):
