@@ -177,57 +177,75 @@ def _(
 def _(
     ConfigError,
     ExperimentConfig,
-    batch_input,
     clients_slider,
     defaults,
-    epochs_slider,
     exclusion_pickers,
     format_digits,
-    fraction_slider,
-    lr_input,
     mo,
-    rounds_slider,
     seed_input,
 ):
+    # The split's own settings, apart: the data and split sections below depend
+    # only on these, so rounds, epochs or the learning rate do not redraw them.
     try:
-        config = ExperimentConfig(
+        split_config = ExperimentConfig(
             num_clients=clients_slider.value,
             excluded_digits=tuple(
                 tuple(sorted(int(d) for d in p)) for p in exclusion_pickers.value
             ),
-            num_rounds=rounds_slider.value,
-            local_epochs=epochs_slider.value,
-            batch_size=int(batch_input.value),
-            learning_rate=float(lr_input.value),
-            momentum=defaults.momentum,
-            fraction_train=round(float(fraction_slider.value), 2),
             seed=int(seed_input.value),
             data_dir=defaults.data_dir,
         )
     except ConfigError as _error:
-        config = None
+        split_config = None
         _message = mo.callout(mo.md(f"**These settings cannot run:** {_error}."), kind="danger")
     else:
         _message = None
-        if config.unlearnable_digits:
+        if split_config.unlearnable_digits:
             _message = mo.callout(
                 mo.md(
-                    f"**Every client excludes {format_digits(config.unlearnable_digits)}.** "
+                    f"**Every client excludes {format_digits(split_config.unlearnable_digits)}.** "
                     "No model, federated or not, can learn a digit that no client has: "
                     "expect 0% on it everywhere."
                 ),
                 kind="warn",
             )
     _message
+    return (split_config,)
+
+
+@app.cell(hide_code=True)
+def _(
+    ConfigError,
+    batch_input,
+    defaults,
+    epochs_slider,
+    fraction_slider,
+    lr_input,
+    mo,
+    rounds_slider,
+    split_config,
+):
+    mo.stop(split_config is None)
+    try:
+        config = split_config.replace(
+            num_rounds=rounds_slider.value,
+            local_epochs=epochs_slider.value,
+            batch_size=int(batch_input.value),
+            learning_rate=float(lr_input.value),
+            momentum=defaults.momentum,
+            fraction_train=round(float(fraction_slider.value), 2),
+        )
+    except ConfigError as _error:
+        mo.stop(True, mo.callout(mo.md(f"**These settings cannot run:** {_error}."), kind="danger"))
     return (config,)
 
 
 @app.cell(hide_code=True)
-def _(DataError, config, load_mnist, mo):
-    mo.stop(config is None)
+def _(DataError, load_mnist, mo, split_config):
+    mo.stop(split_config is None)
     try:
         with mo.status.spinner(title="Loading MNIST"):
-            data = load_mnist(config)
+            data = load_mnist(split_config)
     except DataError as _error:
         mo.stop(
             True,
@@ -244,8 +262,8 @@ def _(DataError, config, load_mnist, mo):
 
 
 @app.cell(hide_code=True)
-def _(config, data, label_counts, mo, partition_clients):
-    partitions = partition_clients(data.train_y, config)
+def _(data, label_counts, mo, partition_clients, split_config):
+    partitions = partition_clients(data.train_y, split_config)
     counts = label_counts(data.train_y, partitions)
     _empty = [p.client for p in partitions if p.size == 0]
     mo.stop(
@@ -256,19 +274,19 @@ def _(config, data, label_counts, mo, partition_clients):
 
 
 @app.cell(hide_code=True)
-def _(charts, config, counts, data, mo, partitions, tables):
+def _(charts, counts, data, mo, partitions, split_config, tables):
     _sizes = ", ".join(f"client {p.client}: {p.size:,}" for p in partitions)
     mo.vstack(
         [
             mo.md(
                 f"""
                 ## 1. The split
-                The 60,000 training images are shuffled (seed {config.seed}) and cut
-                into {config.num_clients} equal parts; then each client's excluded
+                The 60,000 training images are shuffled (seed {split_config.seed}) and cut
+                into {split_config.num_clients} equal parts; then each client's excluded
                 digits are removed. Training images per client: {_sizes}.
                 """
             ),
-            charts.label_counts_chart(counts, config.num_clients),
+            charts.label_counts_chart(counts, split_config.num_clients),
             charts.sample_digits_chart(tables.sample_digits(data, partitions, per_client=6)),
         ]
     )
