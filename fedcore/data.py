@@ -180,7 +180,8 @@ TENSORS = {
 
 def _tensor_cache_entry(files: list[Path]) -> Path:
     """One entry per data folder and version of its files (path, size, modification time)."""
-    stamps = [f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in files]
+    stats = [(path.resolve(), path.stat()) for path in files]
+    stamps = [f"{path}:{stat.st_size}:{stat.st_mtime_ns}" for path, stat in stats]
     key = hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:16]
     return cache_dir() / "mnist" / key
 

@@ -62,7 +62,7 @@ def run_experiment(
 
     With both, the federated simulation starts first in a background thread,
     and the isolated models train at low priority meanwhile: Ray's start-up
-    (about 10 s before the first round can begin) has the cores when it needs
+    (several seconds before the first round can begin) has the cores when it needs
     them, and the isolated models take the rest.
     """
     if phase not in PHASES:
@@ -77,7 +77,7 @@ def run_experiment(
         isolated = federated = None
         if phase in ("isolated", "all"):
             start = time.perf_counter()
-            isolated = run_isolated(config, data, on_epoch, background=background is not None)
+            isolated = run_isolated(config, data, on_epoch, low_priority=background is not None)
             timings["isolated"] = time.perf_counter() - start
         if background is not None:
             federated, timings["federated"] = background.outcome()

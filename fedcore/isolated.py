@@ -67,13 +67,13 @@ def run_isolated(
     data: MnistData | None = None,
     on_epoch: ClientEpochCallback | None = None,
     workers: int | None = None,
-    background: bool = False,
+    low_priority: bool = False,
 ) -> list[ClientResult]:
     """One model per client, each trained on its own partition only.
 
     Clients train in parallel threads (PyTorch releases the GIL inside its
     kernels); each client's numbers do not depend on the others or on timing.
-    `background` runs those threads at the lowest priority. If the caller is
+    `low_priority` runs those threads at the lowest priority. If the caller is
     interrupted (Ctrl-C), the threads stop after their current epoch rather
     than keep the process alive until they finish.
     """
@@ -87,7 +87,7 @@ def run_isolated(
             on_epoch(client, epoch, loss)
 
     def one(partition: ClientPartition) -> ClientResult:
-        if background:
+        if low_priority:
             yield_to_other_threads()
         model, losses = fit_isolated_model(data, partition, config, report_or_stop)
         return client_result(model, losses, data, partition, config)

@@ -55,7 +55,7 @@ def simulate(
 ) -> FederatedResult:
     """Run FedAvg over `config.num_clients` virtual SuperNodes and return the result.
 
-    Setting `stop` (Ctrl-C, a closed notebook) ends the run at the next poll.
+    Setting `stop` (the caller gave up, e.g. on Ctrl-C) ends the run at the next poll.
     """
     outcome: list[FederatedResult] = []
     # Flower runs the ServerApp in a non-daemon thread, which the interpreter
