@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 
@@ -58,7 +59,7 @@ def yield_to_other_threads() -> None:
     start-up, which the whole run waits for: at nice 19 they train on the
     cycles it leaves idle instead. Results do not change, only timing.
     """
-    if hasattr(os, "setpriority") and os.uname().sysname == "Linux":
+    if sys.platform == "linux":  # thread ids are process ids for setpriority only there
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 

@@ -8,7 +8,8 @@ Forward and backward passes of the spec's MLP are written out. At this size
 (batch 64, 784-128-10) the matrix products take about half of an autograd step
 and autograd's bookkeeping the other half; written out, with the weights, their
 gradients and velocities each in one flat buffer (two ops for the whole SGD
-update), an epoch takes about 0.10 s instead of 0.16 s on one core. The
+update), 10 epochs of a 13,579-image client take 1.05 s instead of 2.0 s on one
+core (with `flush_denormals` and the reused epoch buffer below). The
 gradients equal autograd's up to float rounding, and the update is
 `torch.optim.SGD(lr, momentum)`'s (both tested). It also keeps `torch.optim`
 out of the process: its first step imports `torch._dynamo`, about 3 s in
