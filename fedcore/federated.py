@@ -49,6 +49,8 @@ def failure_reason(reply: Message, server_round: int) -> str:
     match = re.fullmatch(r"<class '[^']+'>:<'(.*)'>", reason, flags=re.DOTALL)
     if match:
         reason = match.group(1)
+    # How Flower's simulation backends wrap a ClientApp's exception.
+    reason = re.sub(r"^\s*Exception ClientAppException occurred\. Message: ", "", reason)
     return reason if reason.startswith("client ") else f"round {server_round}: {reason}"
 
 
@@ -69,6 +71,10 @@ class ReportingGrid:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
 
+    def get_node_ids(self) -> list[int]:
+        """Sorted, so that a strategy's seeded sampling does not depend on set order."""
+        return sorted(self._grid.get_node_ids())
+
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
@@ -76,8 +82,8 @@ class ReportingGrid:
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending and (deadline is None or time.monotonic() < deadline):
-            if self._stop.is_set():  # the engine is gone: no reply will ever come
-                raise FederatedRunError("the simulation engine stopped during a round")
+            if self._stop.is_set():  # stopped, or the engine is gone: no reply will come
+                raise FederatedRunError("the run was stopped during a round")
             for reply in self._grid.pull_messages(pending):
                 pending.discard(reply.metadata.reply_to_message_id)
                 replies.append(reply)

@@ -18,6 +18,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "fedcore").expanduser()
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux), else the usual 022."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 @contextmanager
 def atomic_file(path: str | Path, *, durable: bool = True) -> Iterator[BinaryIO]:
     """A file to write that appears at `path` only once complete: written beside it,
@@ -27,6 +38,7 @@ def atomic_file(path: str | Path, *, durable: bool = True) -> Iterator[BinaryIO]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # an ordinary file's mode, not mkstemp's 0600
         with os.fdopen(fd, "wb") as file:
             yield file
             if durable:

@@ -1,0 +1,107 @@
+"""A pool of warm worker processes, each taking one task at a time, in order.
+
+The engine keeps two: one for the ClientApps of the federated run and one, at
+the lowest scheduling priority (nice 19), for the isolated models, which so
+train on the cycles the federated run leaves idle and never delay a round.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from fedcore.engine.child import spawn_child
+
+
+class TaskError(RuntimeError):
+    """A task raised in its worker; the message is the worker's error text."""
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended while it held a task."""
+
+
+@dataclass
+class _Task:
+    kind: str
+    args: tuple[Any, ...]
+    future: Future
+    on_progress: Callable[[Any], None] | None
+
+
+class WorkerPool:
+    """`size` worker processes for tasks of `role` ("federated" or "isolated"),
+    started at once and kept warm; `nice` lowers their scheduling priority."""
+
+    def __init__(self, size: int, role: str, nice: int = 0) -> None:
+        self.size = size
+        self._queue: queue.SimpleQueue[_Task] = queue.SimpleQueue()
+        self.broken: str | None = None  # why, once a worker died
+        self.busy: list[tuple[float, float]] = []  # (start, end) of every task done
+        self._workers = [
+            spawn_child("fedcore.engine.worker", args=(role, str(nice))) for _ in range(size)
+        ]
+        for process, conn in self._workers:
+            threading.Thread(
+                target=self._serve, args=(process, conn), name="fedcore-pool", daemon=True
+            ).start()
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process, _ in self._workers]
+
+    def submit(
+        self, kind: str, args: tuple[Any, ...], on_progress: Callable[[Any], None] | None = None
+    ) -> Future:
+        future: Future = Future()
+        if self.broken:
+            future.set_exception(WorkerDied(self.broken))
+        else:
+            self._queue.put(_Task(kind, args, future, on_progress))
+        return future
+
+    def _serve(self, process: Any, conn: Any) -> None:
+        task = None
+        try:
+            conn.recv()  # "ready": imports done
+            while True:
+                task = self._queue.get()
+                if not task.future.set_running_or_notify_cancel():
+                    continue  # cancelled while queued
+                conn.send((task.kind, task.args))
+                while (reply := conn.recv())[0] == "progress":
+                    if task.on_progress is not None:
+                        task.on_progress(reply[1])
+                if reply[0] == "ok":
+                    self.busy.append(reply[2])
+                    task.future.set_result(reply[1])
+                else:
+                    task.future.set_exception(TaskError(reply[1]))
+                task = None
+        except (EOFError, OSError):
+            self.broken = f"a worker process (pid {process.pid}) died: exit code {process.wait()}"
+            if task is not None:
+                task.future.set_exception(WorkerDied(self.broken))
+            while not self._queue.empty():  # nobody else will take these
+                self._queue.get().future.set_exception(WorkerDied(self.broken))
+
+    def busy_seconds(self, since: float) -> float:
+        """Wall-clock seconds since `since` (a `time.time()`) in which at least one
+        worker ran a task: the tasks' own time, without what waits around them."""
+        total, reach = 0.0, since
+        for start, end in sorted(self.busy):
+            start = max(start, reach)
+            if end > start:
+                total, reach = total + end - start, end
+        return total
+
+    def close(self) -> None:
+        for process, conn in self._workers:
+            conn.close()
+            process.kill()
+        for process, _ in self._workers:
+            process.wait()

@@ -1,0 +1,268 @@
+"""The engine process: runs the jobs its supervisor sends, one at a time.
+
+A job is one experiment (isolated models, the federated run, or both), the
+two phases side by side on two pools of warm workers: the ClientApps on one
+worker more than there are cores (so that the last client of a round shares
+the cores rather than running alone: 3 clients on 2 cores take 1.5 client-times
+a round, not 2), the isolated models on one worker per core at nice 19, on
+the cycles the federated run leaves idle. Messages to the supervisor:
+`("ready", worker pids)`, `("event", job, kind, payload)`, `("done", job, result
+dict)`, `("failed", job, message)`, `("cancelled", job)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
+from typing import Any
+
+from fedcore.config import ConfigError, ExperimentConfig
+from fedcore.data import DataError, MnistData, load_mnist
+from fedcore.engine.cache import ResultCache, isolated_client_key
+from fedcore.engine.child import connect_to_parent
+from fedcore.engine.pool import TaskError, WorkerDied, WorkerPool
+from fedcore.isolated import client_result
+from fedcore.model import build_model
+from fedcore.partition import ClientPartition, partition_clients
+from fedcore.progress import FederatedRunError
+from fedcore.results import ClientResult, ExperimentResult, FederatedResult
+
+WORKERS_ENV = "FEDCORE_ENGINE_WORKERS"  # ClientApp workers (default: cores + 1)
+Emit = Callable[[str, Any], None]  # emit(kind, payload): an event for the supervisor
+
+
+class JobCancelled(Exception):
+    """The supervisor asked this job to stop."""
+
+
+class Pools:
+    """The engine's two worker pools (see the module docstring)."""
+
+    def __init__(self, federated_workers: int | None = None) -> None:
+        cores = os.cpu_count() or 1
+        self.federated = WorkerPool(federated_workers or cores + 1, "federated")
+        self.isolated = WorkerPool(cores, "isolated", nice=19)
+
+    @property
+    def pids(self) -> list[int]:
+        return self.federated.pids + self.isolated.pids
+
+    @property
+    def broken(self) -> str | None:
+        return self.federated.broken or self.isolated.broken
+
+    def close(self) -> None:
+        self.federated.close()
+        self.isolated.close()
+
+
+def run_federated_on_pool(
+    config: ExperimentConfig, pool: WorkerPool, emit: Emit, stop: threading.Event
+) -> FederatedResult:
+    """FedAvg through Flower (ServerApp and ClientApps) on the pool's workers."""
+    from flwr.serverapp import ServerApp
+
+    from fedcore.engine.flower_runtime import run_on_pool
+    from fedcore.federated import run_federated
+
+    logging.getLogger("flwr").setLevel(logging.CRITICAL)  # we report progress and errors
+    outcome: list[FederatedResult] = []
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Any, context: Any) -> None:
+        outcome.append(run_federated(grid, config, lambda event: emit("progress", event), stop))
+
+    run_config = config.to_run_config() | {"data-dir": config.resolved_data_dir()}
+    run_on_pool(server_app, run_config, config.num_clients, pool)
+    return outcome[0]
+
+
+class IsolatedModels:
+    """Every client's isolated model: from the cache, else trained in the pool."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        partitions: list[ClientPartition],
+        pool: WorkerPool,
+        cache: ResultCache | None,
+        emit: Emit,
+    ) -> None:
+        self.config, self.partitions, self.cache = config, partitions, cache
+        self.futures: list[Future] = []
+        for partition in partitions:
+            key = isolated_client_key(config, partition)
+            cached = cache.get("isolated", key) if cache else None
+            if cached is not None:
+                future: Future = Future()
+                future.set_result(cached)
+                emit("epoch", (partition.client, config.local_epochs, None))
+            else:
+                future = pool.submit(
+                    "isolated",
+                    (config, partition.client),
+                    on_progress=lambda value: emit("epoch", value),
+                )
+            self.futures.append(future)
+
+    def wait(self, stop: threading.Event) -> None:
+        """Until every model is trained; `JobCancelled` (and the rest dropped) if `stop`."""
+        try:
+            while not all(future.done() for future in self.futures):
+                if stop.wait(0.02):
+                    raise JobCancelled
+        finally:
+            for future in self.futures:
+                future.cancel()  # only those not started yet
+
+    def results(self, data: MnistData) -> list[ClientResult]:
+        """Each model's report; the newly trained ones are cached (complete models only)."""
+        out = []
+        for partition, future in zip(self.partitions, self.futures, strict=True):
+            entry = future.result()
+            if self.cache is not None:
+                self.cache.put("isolated", isolated_client_key(self.config, partition), entry)
+            model = build_model(self.config.seed)
+            model.load_state_dict(entry["weights"])
+            out.append(client_result(model, entry["losses"], data, partition, self.config))
+        return out
+
+
+def run_job(
+    config: ExperimentConfig,
+    phase: str,
+    pools: Pools,
+    cache: ResultCache | None,
+    emit: Emit,
+    stop: threading.Event,
+) -> ExperimentResult:
+    """One experiment; `stop` set by the supervisor ends it early (`JobCancelled`)."""
+    begin = time.perf_counter()
+    data = load_mnist(config)
+    timings = {"load": time.perf_counter() - begin}
+    federated: FederatedResult | None = None
+    isolated: list[ClientResult] | None = None
+    federated_outcome: dict[str, Any] = {}
+    federated_thread = None
+    halt = threading.Event()  # ends the federated run: stopped, or the other phase failed
+    if phase in ("federated", "all"):
+        key = config.cache_key()
+        entry = cache.get("federated", key) if cache else None
+        if entry is not None:
+            federated = FederatedResult.from_dict(entry)
+        else:
+
+            def federate() -> None:
+                start, clock = time.perf_counter(), time.time()
+                try:
+                    federated_outcome["result"] = run_federated_on_pool(
+                        config, pools.federated, emit, halt
+                    )
+                except BaseException as error:
+                    federated_outcome["error"] = error
+                federated_outcome["seconds"] = time.perf_counter() - start
+                federated_outcome["clients"] = pools.federated.busy_seconds(since=clock)
+
+            federated_thread = threading.Thread(target=federate, name="fedcore-federated")
+            federated_thread.start()
+    try:
+        if phase in ("isolated", "all"):
+            start = time.perf_counter()
+            partitions = partition_clients(data.train_y, config)
+            models = IsolatedModels(config, partitions, pools.isolated, cache, emit)
+            models.wait(stop)
+            isolated = models.results(data)
+            timings["isolated"] = time.perf_counter() - start
+            emit("isolated", isolated)
+        if federated_thread is not None:
+            while federated_thread.is_alive():
+                if stop.is_set():
+                    raise JobCancelled
+                federated_thread.join(0.05)
+            if "error" in federated_outcome:
+                raise federated_outcome["error"]
+            federated = federated_outcome["result"]
+            timings["federated"] = federated_outcome["seconds"]
+            # of which some ClientApp was training (the rest: Flower, engine, evaluation)
+            timings["federated-clients"] = federated_outcome["clients"]
+            if cache is not None:
+                cache.put("federated", config.cache_key(), federated.to_dict())
+    finally:
+        halt.set()
+        if federated_thread is not None:
+            federated_thread.join()
+    timings["total"] = time.perf_counter() - begin
+    return ExperimentResult(config=config, isolated=isolated, federated=federated, timings=timings)
+
+
+def failure_message(error: BaseException) -> str:
+    """One line for the page and the CLI; our own errors are already clear."""
+    if isinstance(error, ConfigError | DataError | FederatedRunError | TaskError | WorkerDied):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def serve(conn: Any) -> None:
+    pools = Pools(int(os.environ.get(WORKERS_ENV) or 0) or None)
+    send_lock = threading.Lock()
+
+    def send(*message: Any) -> None:
+        with send_lock:
+            conn.send(message)
+
+    send("ready", pools.pids)
+    jobs: queue.Queue = queue.Queue()
+    current: dict[str, Any] = {}
+
+    def listen() -> None:  # the supervisor's messages, also while a job runs
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                jobs.put(None)
+                return
+            if message[0] == "cancel":
+                if current.get("job") == message[1]:
+                    current["stop"].set()
+            else:
+                jobs.put(message)
+
+    threading.Thread(target=listen, name="fedcore-engine-listen", daemon=True).start()
+    cache = ResultCache()
+    while (message := jobs.get()) is not None:
+        _, job, config, phase, use_cache = message
+        stop = threading.Event()
+        current.update(job=job, stop=stop)
+        try:
+            result = run_job(
+                config,
+                phase,
+                pools,
+                cache if use_cache else None,
+                lambda kind, payload, job=job: send("event", job, kind, payload),
+                stop,
+            )
+        except (JobCancelled, CancelledError):
+            send("cancelled", job)
+        except Exception as error:
+            if stop.is_set():
+                send("cancelled", job)
+            else:
+                send("failed", job, failure_message(error))
+        else:
+            send("done", job, result.to_dict())
+        current.clear()
+        if pools.broken:
+            break
+    pools.close()
+
+
+if __name__ == "__main__":
+    serve(connect_to_parent(sys.argv))
