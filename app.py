@@ -6,13 +6,11 @@ app = marimo.App(width="medium", app_title="fedcore: a federated learning lab")
 
 @app.cell(hide_code=True)
 def _():
-    import queue
-    import threading
+    import time
 
     import marimo as mo
 
     from fedcore import charts, tables
-    from fedcore.cache import ResultCache, cached_federated, cached_isolated_client
     from fedcore.cli import settings_from_cli
     from fedcore.config import (
         ConfigError,
@@ -21,28 +19,28 @@ def _():
         format_digits,
     )
     from fedcore.data import DataError, load_mnist
+    from fedcore.engine import shared_engine
     from fedcore.partition import label_counts, partition_clients
-    from fedcore.progress import FederatedRunError
 
+    # Every run goes to the engine: processes of its own, shared by every session
+    # of this server, started now so that it is warm by the first run. It queues
+    # runs, merges identical ones and keeps their results.
+    engine = shared_engine()
     return (
         ConfigError,
         DataError,
         ExperimentConfig,
-        FederatedRunError,
-        ResultCache,
-        cached_federated,
-        cached_isolated_client,
         charts,
         default_exclusions,
+        engine,
         format_digits,
         label_counts,
         load_mnist,
         mo,
         partition_clients,
-        queue,
         settings_from_cli,
         tables,
-        threading,
+        time,
     )
 
 
@@ -294,36 +292,140 @@ def _(charts, counts, data, mo, partitions, split_config, tables):
 
 
 @app.cell(hide_code=True)
-def _(ResultCache):
-    # Results by config, in memory and on disk (~/.cache/fedcore or $FEDCORE_CACHE_DIR).
-    cache = ResultCache()
-    return (cache,)
+def _(mo):
+    session_runs = []  # this session's run, released when its settings change
+    get_isolated_ready, set_isolated_ready = mo.state(None)
+    get_run_finished, set_run_finished = mo.state(None)
+    retry_button = mo.ui.button(label="Run again", kind="success")
+    return (
+        get_isolated_ready,
+        get_run_finished,
+        retry_button,
+        session_runs,
+        set_isolated_ready,
+        set_run_finished,
+    )
 
 
 @app.cell(hide_code=True)
-def _(cache, cached_isolated_client, config, data, mo, partitions):
-    isolated = []
-    with mo.status.progress_bar(
-        total=config.num_clients * config.local_epochs,
-        title="Training each client alone",
-        completion_title="Isolated models ready",
-        remove_on_exit=True,
-    ) as _bar:
-        for _part in partitions:
-            _result, _cached = cached_isolated_client(
-                cache,
-                data,
-                _part,
-                config,
-                on_epoch=lambda client, epoch, loss: _bar.update(
-                    subtitle=f"client {client}, epoch {epoch}: loss {loss:.3f}"
+def _(charts, mo, retry_button, tables, time):
+    def bar(done, total, label):
+        share = 100 * done / max(total, 1)
+        return mo.Html(
+            '<div style="display:flex;align-items:center;gap:0.8em">'
+            '<div style="width:16em;height:0.6em;border-radius:0.3em;background:#e5e7eb">'
+            f'<div style="width:{share:.0f}%;height:100%;border-radius:0.3em;'
+            'background:#4c78a8"></div></div>'
+            f"<span>{label}</span></div>"
+        )
+
+    def run_view(status, stop_button):
+        """The run's place in the queue or its progress, with a Stop button."""
+        if status.state == "queued":
+            return mo.callout(
+                mo.vstack(
+                    [
+                        mo.md(
+                            f"**Queued: place {status.place}.** Another run is using the "
+                            "engine; this one starts as soon as it ends."
+                        ),
+                        stop_button,
+                    ]
                 ),
+                kind="neutral",
             )
-            if _cached:
-                _bar.update(
-                    increment=config.local_epochs, subtitle=f"client {_part.client}: cached"
+        parts = [
+            mo.md(f"**Training** ({status.detail or 'starting'})"),
+            bar(
+                status.epochs_done,
+                status.epochs_total,
+                f"each client alone: {status.epochs_done}/{status.epochs_total} epochs",
+            ),
+        ]
+        if status.history:
+            done = status.history[-1].round
+            parts.append(
+                bar(
+                    done,
+                    status.num_rounds,
+                    f"together, with Flower: round {done}/{status.num_rounds}, "
+                    f"global accuracy {status.history[-1].accuracy:.1%}",
                 )
-            isolated.append(_result)
+            )
+            parts.append(charts.history_chart(tables.history(status.history)))
+        parts.append(stop_button)
+        return mo.vstack(parts)
+
+    def end_view(status):
+        """One line when a run did not finish, and a way to run it again."""
+        if status.state == "stopped":
+            text = "**Stopped.** Nothing of this run was kept."
+        elif status.state == "failed":
+            text = f"**The run failed:** {status.error}"
+        else:
+            return None
+        kind = "warn" if status.state == "stopped" else "danger"
+        return mo.callout(mo.vstack([mo.md(text), retry_button]), kind=kind)
+
+    def watch_run(run, stop_button, set_isolated_ready, set_run_finished):
+        """In a thread: show the run's progress, and tell the cells below when
+        the isolated models and the whole run are ready."""
+        thread = mo.current_thread()
+        shown, isolated_told = None, False
+        while not thread.should_exit:
+            status = run.status()
+            if not isolated_told and run.isolated() is not None:
+                isolated_told = True
+                set_isolated_ready(run)
+            if run.done():
+                mo.output.replace(end_view(status))
+                set_run_finished(run)
+                return
+            if status != shown:
+                mo.output.replace(run_view(status, stop_button))
+                shown = status
+            time.sleep(0.2)
+
+    return end_view, watch_run
+
+
+@app.cell(hide_code=True)
+def _(
+    config,
+    end_view,
+    engine,
+    mo,
+    retry_button,
+    session_runs,
+    set_isolated_ready,
+    set_run_finished,
+    watch_run,
+):
+    retry_button.value  # "Run again" submits the same settings anew
+    for _previous in session_runs:
+        _previous.release()  # nobody else waiting for it: the engine drops it
+    run = engine.submit(config)
+    session_runs[:] = [run]
+    stop_button = mo.ui.button(label="Stop", kind="danger", on_click=lambda _: run.stop())
+    if run.done():
+        _view = end_view(run.status())
+    elif mo.app_meta().request is None:  # exported or run as a script: wait here
+        run.wait()
+        _view = end_view(run.status())
+    else:
+        mo.Thread(
+            target=watch_run, args=(run, stop_button, set_isolated_ready, set_run_finished)
+        ).start()
+        _view = mo.md("")
+    _view
+    return run, stop_button
+
+
+@app.cell(hide_code=True)
+def _(get_isolated_ready, mo, run):
+    get_isolated_ready()  # drawn as soon as the isolated models are ready
+    isolated = run.isolated()
+    mo.stop(isolated is None)
     return (isolated,)
 
 
@@ -368,66 +470,10 @@ def _(charts, config, isolated, mo, normalized_switch, tables):
 
 
 @app.cell(hide_code=True)
-def _(
-    DataError,
-    FederatedRunError,
-    cache,
-    cached_federated,
-    charts,
-    config,
-    mo,
-    queue,
-    tables,
-    threading,
-):
-    # Flower runs the ServerApp in its own thread; progress events come back
-    # through a queue so that this cell (which owns the output) draws them.
-    _events = queue.Queue()
-    _outcome = {}
-
-    def _run():
-        try:
-            _outcome["result"] = cached_federated(cache, config, _events.put)
-        except Exception as error:  # shown below as a callout
-            _outcome["error"] = error
-
-    _worker = threading.Thread(target=_run, daemon=True)
-    _worker.start()
-    _per_round = max(1, int(config.num_clients * config.fraction_train))
-    with mo.status.progress_bar(
-        total=config.num_rounds * _per_round,
-        title="Federated training with Flower",
-        subtitle="starting Flower's simulation engine (Ray)...",
-        completion_title="Federated model ready",
-        remove_on_exit=True,
-    ) as _bar:
-        while _worker.is_alive() or not _events.empty():
-            try:
-                _event = _events.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if _event.kind == "client-done":
-                _bar.update(
-                    subtitle=f"round {_event.server_round}: client {_event.client} sent its update"
-                )
-            elif _event.kind == "client-failed":
-                _bar.update(subtitle=f"round {_event.server_round}: {_event.detail}")
-            elif _event.kind == "round-done" and _event.server_round > 0:
-                _last = _event.history[-1]
-                _bar.update(
-                    increment=0,
-                    subtitle=f"round {_last.round}/{_event.num_rounds}: "
-                    f"global accuracy {_last.accuracy:.1%}",
-                )
-                # The accuracy chart fills in while the next round trains.
-                mo.output.replace(charts.history_chart(tables.history(_event.history)))
-    mo.output.clear()  # the live chart gives way to the full section below
-    _error = _outcome.get("error")
-    if isinstance(_error, FederatedRunError | DataError):
-        mo.stop(True, mo.callout(mo.md(f"**Federated training failed.** {_error}"), kind="danger"))
-    elif _error is not None:
-        raise _error
-    federated, _cached = _outcome["result"]
+def _(get_run_finished, mo, run):
+    get_run_finished()  # drawn when the whole run is done
+    mo.stop(run.status().state != "done")
+    federated = run.result().federated
     return (federated,)
 
 

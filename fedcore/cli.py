@@ -18,9 +18,8 @@ from fedcore.config import (
     format_exclusions,
     parse_exclusions,
 )
-from fedcore.data import DataError
-from fedcore.experiment import PHASES, run_experiment
-from fedcore.progress import FederatedRunError, Progress
+from fedcore.engine import PHASES, EngineError, run_experiment
+from fedcore.progress import Progress
 from fedcore.results import ExperimentResult
 
 DEFAULTS = ExperimentConfig()
@@ -38,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--phase", choices=PHASES, default="all")
     run.add_argument("--out", help="write the results JSON here (atomically)")
+    run.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="compute everything again instead of reusing cached results (~/.cache/fedcore)",
+    )
     add_setting_arguments(run)
     return parser
 
@@ -149,8 +153,10 @@ def format_table(result: ExperimentResult) -> str:
     return "\n".join(lines)
 
 
-def print_progress(event: Progress) -> None:
+def print_progress(kind: str, event: object) -> None:
     """One line per finished round on stderr, so a long run shows it is alive."""
+    if kind != "progress" or not isinstance(event, Progress):
+        return
     if event.kind == "round-done":
         last = event.history[-1]
         print(
@@ -168,13 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedcore: invalid setting: {error}", file=sys.stderr)
         return 2
     try:
-        result = run_experiment(config, args.phase, on_progress=print_progress)
-    except DataError as error:
-        print(f"fedcore: data error: {error}", file=sys.stderr)
-        return 1
-    except FederatedRunError as error:
-        print(f"fedcore: federated run failed: {error}", file=sys.stderr)
-        return 1
+        result = run_experiment(config, args.phase, print_progress, use_cache=not args.no_cache)
+    except EngineError as error:
+        what = {"data": "data error", "setting": "invalid setting"}.get(error.kind, "run failed")
+        print(f"fedcore: {what}: {error}", file=sys.stderr)
+        return 2 if error.kind == "setting" else 1
     except KeyboardInterrupt:
         print("fedcore: interrupted; no results were written", file=sys.stderr)
         return 130

@@ -42,10 +42,25 @@ def small_config(mnist_dir: Path) -> ExperimentConfig:
 
 
 @pytest.fixture(scope="session")
-def federated_small(small_config):
-    """One in-process simulation of `small_config`, and the progress events it sent."""
-    from fedcore.simulation import simulate
+def engine():
+    """One engine for the tests that need one; its processes stopped at the end."""
+    from fedcore.engine import Engine
 
+    with Engine() as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def small_run(engine, small_config):
+    """`small_config` computed by the engine (no cache), and the events it sent."""
     events = []
-    result = simulate(small_config, on_progress=events.append)
-    return result, events
+    handle = engine.submit(small_config, use_cache=False)
+    handle.subscribe(lambda kind, payload: events.append((kind, payload)))
+    return handle.result(), events
+
+
+@pytest.fixture(scope="session")
+def federated_small(small_run):
+    """The federated result of `small_config`, and its progress events."""
+    result, events = small_run
+    return result.federated, [payload for kind, payload in events if kind == "progress"]

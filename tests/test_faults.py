@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 import torch
+from fedcore.cache import ResultCache
 
 from fedcore import storage
-from fedcore.cache import ResultCache
 from fedcore.processes import processes_with_env, stop_processes
 from fedcore.storage import atomic_write_text
 

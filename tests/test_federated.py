@@ -2,15 +2,14 @@ import json
 import subprocess
 import sys
 
-from fedcore.isolated import run_isolated
 from fedcore.results import ExperimentResult
 
 from .conftest import REPO
 
 
-def test_global_model_beats_every_isolated_model_on_missing_digits(federated_small, small_config):
+def test_global_model_beats_every_isolated_model_on_missing_digits(federated_small, small_run):
     result, _ = federated_small
-    isolated = run_isolated(small_config)
+    isolated = small_run[0].isolated
     for client in isolated:
         own = ",".join(map(str, client.excluded))
         assert result.subset_accuracy[own] > 0.5 > client.missing_accuracy

@@ -1,12 +1,11 @@
 import pytest
 
-from fedcore.isolated import run_isolated
 from fedcore.results import ExperimentResult, ResultsError
 
 
 @pytest.fixture(scope="module")
-def isolated(small_config):
-    return run_isolated(small_config)
+def isolated(small_run):
+    return small_run[0].isolated
 
 
 def test_isolated_models_never_learn_their_missing_digits(isolated, small_config):
@@ -24,15 +23,21 @@ def test_isolated_models_never_learn_their_missing_digits(isolated, small_config
         assert sum(map(sum, client.confusion)) == 10_000
 
 
-def test_same_seed_same_numbers(isolated, small_config):
-    again = run_isolated(small_config)
+def test_same_seed_same_numbers(isolated, small_config, engine):
+    again = engine.submit(small_config, "isolated", use_cache=False).result().isolated
     assert again == isolated
 
 
-def test_progress_callback(small_config):
-    seen = []
-    run_isolated(small_config, on_epoch=lambda client, epoch, loss: seen.append((client, epoch)))
-    assert sorted(seen) == [(1, 1), (2, 1), (3, 1)]  # clients train in parallel threads
+def test_progress_events(small_run):
+    _, events = small_run
+    epochs = sorted((client, epoch) for kind, (client, epoch, _) in _epochs(events))
+    assert epochs == [(1, 1), (2, 1), (3, 1)]  # clients train in parallel workers
+    isolated_events = [payload for kind, payload in events if kind == "isolated"]
+    assert isolated_events == [small_run[0].isolated]  # sent before the run ends
+
+
+def _epochs(events):
+    return [(kind, payload) for kind, payload in events if kind == "epoch"]
 
 
 def test_results_json_round_trip(isolated, small_config, tmp_path):

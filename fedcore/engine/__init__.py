@@ -9,6 +9,26 @@
   (flower_runtime.py), and the disk cache (cache.py).
 """
 
-from fedcore.engine.supervisor import Engine, EngineError, RunHandle, RunStopped, shared_engine
+from fedcore.engine.supervisor import (
+    PHASES,
+    Engine,
+    EngineError,
+    Phase,
+    RunHandle,
+    RunStatus,
+    RunStopped,
+    run_experiment,
+    shared_engine,
+)
 
-__all__ = ["Engine", "EngineError", "RunHandle", "RunStopped", "shared_engine"]
+__all__ = [
+    "PHASES",
+    "Engine",
+    "EngineError",
+    "Phase",
+    "RunHandle",
+    "RunStatus",
+    "RunStopped",
+    "run_experiment",
+    "shared_engine",
+]

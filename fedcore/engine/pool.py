@@ -7,6 +7,7 @@ train on the cycles the federated run leaves idle and never delay a round.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -14,7 +15,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from fedcore.engine.child import spawn_child
+from fedcore.engine.child import fork_child
+from fedcore.engine.worker import serve
 
 
 class TaskError(RuntimeError):
@@ -42,9 +44,8 @@ class WorkerPool:
         self._queue: queue.SimpleQueue[_Task] = queue.SimpleQueue()
         self.broken: str | None = None  # why, once a worker died
         self.busy: list[tuple[float, float]] = []  # (start, end) of every task done
-        self._workers = [
-            spawn_child("fedcore.engine.worker", args=(role, str(nice))) for _ in range(size)
-        ]
+        work = functools.partial(serve, role=role, nice=nice)
+        self._workers = [fork_child(work) for _ in range(size)]
         for process, conn in self._workers:
             threading.Thread(
                 target=self._serve, args=(process, conn), name="fedcore-pool", daemon=True
@@ -83,7 +84,8 @@ class WorkerPool:
                     task.future.set_exception(TaskError(reply[1]))
                 task = None
         except (EOFError, OSError):
-            self.broken = f"a worker process (pid {process.pid}) died: exit code {process.wait()}"
+            process.join()
+            self.broken = f"a worker process (pid {process.pid}) died: exit code {process.exitcode}"
             if task is not None:
                 task.future.set_exception(WorkerDied(self.broken))
             while not self._queue.empty():  # nobody else will take these
@@ -104,4 +106,4 @@ class WorkerPool:
             conn.close()
             process.kill()
         for process, _ in self._workers:
-            process.wait()
+            process.join()

@@ -7,7 +7,7 @@ the cores rather than running alone: 3 clients on 2 cores take 1.5 client-times
 a round, not 2), the isolated models on one worker per core at nice 19, on
 the cycles the federated run leaves idle. Messages to the supervisor:
 `("ready", worker pids)`, `("event", job, kind, payload)`, `("done", job, result
-dict)`, `("failed", job, message)`, `("cancelled", job)`.
+dict)`, `("failed", job, kind, message)`, `("cancelled", job)`.
 """
 
 from __future__ import annotations
@@ -202,14 +202,24 @@ def run_job(
     return ExperimentResult(config=config, isolated=isolated, federated=federated, timings=timings)
 
 
-def failure_message(error: BaseException) -> str:
-    """One line for the page and the CLI; our own errors are already clear."""
-    if isinstance(error, ConfigError | DataError | FederatedRunError | TaskError | WorkerDied):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+def failure(error: BaseException) -> tuple[str, str]:
+    """What kind of failure (`setting`, `data` or `run`) and one line that says why;
+    our own errors already say it clearly."""
+    if isinstance(error, ConfigError):
+        return "setting", str(error)
+    if isinstance(error, DataError):
+        return "data", str(error)
+    if isinstance(error, FederatedRunError | TaskError | WorkerDied):
+        return "run", str(error)
+    return "run", f"{type(error).__name__}: {error}"
 
 
 def serve(conn: Any) -> None:
+    # Everything the workers need, imported once here: they are forked from
+    # this process (before it starts any thread) with all of it loaded.
+    import fedcore.client_app  # noqa: F401  (Flower, PyTorch, the training code)
+    import fedcore.engine.flower_runtime  # noqa: F401
+
     pools = Pools(int(os.environ.get(WORKERS_ENV) or 0) or None)
     send_lock = threading.Lock()
 
@@ -255,7 +265,7 @@ def serve(conn: Any) -> None:
             if stop.is_set():
                 send("cancelled", job)
             else:
-                send("failed", job, failure_message(error))
+                send("failed", job, *failure(error))
         else:
             send("done", job, result.to_dict())
         current.clear()

@@ -41,7 +41,12 @@ MEMORY_RESULTS = 256  # finished results kept in memory, most recent first
 
 
 class EngineError(RuntimeError):
-    """A run failed; the message says why in one line."""
+    """A run failed; the message says why in one line. `kind`: "setting", "data"
+    (the user can fix it) or "run" (a client, the engine, a process)."""
+
+    def __init__(self, message: str, kind: str = "run") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class RunStopped(Exception):
@@ -81,6 +86,7 @@ class _Job:
     isolated: list[ClientResult] | None = None
     result: ExperimentResult | None = None
     error: str | None = None
+    error_kind: str = "run"
     listeners: list[Listener] = field(default_factory=list)
 
     @property
@@ -118,7 +124,7 @@ class RunHandle:
         if self._job.state == "stopped":
             raise RunStopped("the run was stopped")
         if self._job.state == "failed":
-            raise EngineError(self._job.error)
+            raise EngineError(self._job.error or "the run failed", self._job.error_kind)
         assert self._job.result is not None
         return self._job.result
 
@@ -291,7 +297,8 @@ class Engine:
                     self._results.popitem(last=False)
             self._finish(job, "done")
         elif kind == "failed":
-            self._finish(job, "failed", message[2])
+            job.error_kind = message[2]
+            self._finish(job, "failed", message[3])
         elif kind == "cancelled":
             self._finish(job, "stopped")
         self._running = None
@@ -393,3 +400,20 @@ def shared_engine() -> Engine:
             _shared = Engine()
             atexit.register(_shared.close)
         return _shared
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    phase: Phase = "all",
+    listener: Listener | None = None,
+    use_cache: bool = True,
+) -> ExperimentResult:
+    """One experiment on an engine of its own, stopped afterwards (scripts, the CLI).
+
+    Raises `EngineError` when the run fails; Ctrl-C stops every process it started.
+    """
+    with Engine() as engine:
+        handle = engine.submit(config, phase, use_cache=use_cache)
+        if listener is not None:
+            handle.subscribe(listener)
+        return handle.result()

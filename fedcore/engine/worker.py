@@ -1,5 +1,5 @@
-"""A warm worker process of the engine: PyTorch, Flower's ClientApp and the data
-stay loaded between tasks, so a run pays none of it.
+"""A warm worker process of the engine, forked from it with PyTorch and Flower
+loaded; its ClientApp and the data stay loaded between tasks, so a run pays none of it.
 
 Tasks arrive as `(kind, args)` and are answered with `("ok", value, (start,
 end))` (wall-clock seconds the task ran) or `("error", message)`; a task may
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fedcore.engine.child import Channel, connect_to_parent
+from fedcore.engine.child import Channel
 
 
 @functools.lru_cache(maxsize=4)
@@ -46,13 +45,10 @@ def fit_isolated(config: Any, client: int, send_progress: Callable[[Any], None])
 
 
 def serve(conn: Channel, role: str, nice: int) -> None:
+    """Answer tasks until the engine closes the channel. `role` names the pool
+    (the tasks are the same); `nice` lowers this worker's scheduling priority."""
     os.nice(nice)
-    # What the tasks need, imported before the first task arrives.
-    if role == "federated":
-        import fedcore.client_app  # noqa: F401  (Flower, PyTorch, the training code)
-    else:
-        import fedcore.isolated  # noqa: F401  (PyTorch, the training code)
-    conn.send(("ready", None))
+    conn.send(("ready", role))
     while True:
         try:
             kind, args = conn.recv()
@@ -70,7 +66,3 @@ def serve(conn: Channel, role: str, nice: int) -> None:
             conn.send(("error", str(error)))
         else:
             conn.send(("ok", value, (started, time.time())))
-
-
-if __name__ == "__main__":
-    serve(connect_to_parent(sys.argv), role=sys.argv[2], nice=int(sys.argv[3]))
