@@ -238,6 +238,15 @@ class ExperimentConfig:
             values["learning_rate"] = float(values["learning_rate"])
         return cls(**values)
 
+    def summary(self) -> str:
+        """The settings in one line, as the CLI's flags spell them (for logs)."""
+        return (
+            f"--clients {self.num_clients} --exclude '{format_exclusions(self.excluded_digits)}' "
+            f"--rounds {self.num_rounds} --epochs {self.local_epochs} "
+            f"--batch-size {self.batch_size} --lr {self.learning_rate} "
+            f"--momentum {self.momentum} --fraction {self.fraction_train} --seed {self.seed}"
+        )
+
     def cache_key(self) -> str:
         """A stable text naming what determines the results (data folder resolved)."""
         data = self.to_dict() | {"data_dir": self.resolved_data_dir()}

@@ -23,9 +23,12 @@ import atexit
 import collections
 import contextlib
 import itertools
+import logging
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,6 +40,7 @@ Phase = Literal["isolated", "federated", "all"]
 PHASES: tuple[Phase, ...] = ("isolated", "federated", "all")
 State = Literal["queued", "running", "done", "failed", "stopped"]
 STOP_GRACE_SECONDS = 1.5
+log = logging.getLogger("fedcore.engine")
 MEMORY_RESULTS = 256  # finished results kept in memory, most recent first
 
 
@@ -80,6 +84,7 @@ class _Job:
     state: State = "queued"
     subscribers: int = 0
     stop_requested: bool = False
+    started: float = 0.0
     epochs: dict[int, int] = field(default_factory=dict)
     history: tuple[RoundResult, ...] = ()
     detail: str = ""
@@ -329,14 +334,20 @@ class Engine:
         if self._process is None:
             self._start_process()
         job = self._queue.popleft()
-        job.state = "running"
+        job.state, job.started = "running", time.monotonic()
         self._running = job
         self.jobs_started += 1
+        log.info("run %d started: %s %s", job.id, job.phase, job.config.summary())
         with contextlib.suppress(OSError):  # a dead engine: its reader fails the job
             self._conn.send(("run", job.id, job.config, job.phase, job.use_cache))
 
     def _finish(self, job: _Job, state: State, error: str | None = None) -> None:
         job.state, job.error = state, error
+        if job.started:
+            seconds = time.monotonic() - job.started
+            log.info(
+                "run %d %s after %.1f s%s", job.id, state, seconds, f": {error}" if error else ""
+            )
         if self._jobs.get(job.key) is job:
             del self._jobs[job.key]
         self._changed.notify_all()
@@ -397,6 +408,11 @@ def shared_engine() -> Engine:
     global _shared
     with _shared_lock:
         if _shared is None:
+            if not log.handlers:  # one line per run in the server's log
+                handler = logging.StreamHandler(sys.stderr)
+                handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+                log.addHandler(handler)
+                log.setLevel(logging.INFO)
             _shared = Engine()
             atexit.register(_shared.close)
         return _shared
