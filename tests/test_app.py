@@ -1,5 +1,6 @@
 """The marimo app: headless end to end, and in a real browser (Debian's chromium)."""
 
+import contextlib
 import os
 import re
 import socket
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,7 +53,7 @@ def test_export_html_has_every_chart(mnist_dir, tmp_path):
     ):
         assert f'id=\\"{section}\\"' in page, section  # rendered headings, not code
     assert "vnd.marimo+error" not in page  # no cell raised
-    assert "Federated training failed.</" not in page and "cannot run:</" not in page
+    assert "The run failed" not in page and "cannot run:</" not in page
 
 
 def free_port() -> int:
@@ -60,27 +62,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def running_app(mnist_dir, tmp_path):
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def serve_app(mnist_dir: Path, folder: Path):
+    """`marimo run app.py` with small settings and its own cache; every process it
+    started stopped afterwards, by process id."""
     marker = uuid.uuid4().hex
     port = free_port()
-    env = app_env(mnist_dir, marker) | {"FEDCORE_CACHE_DIR": str(tmp_path / "cache")}
-    server = subprocess.Popen(
-        [
-            str(BIN / "marimo"),
-            "run",
-            "app.py",
-            "--headless",
-            "--no-token",
-            "--port",
-            str(port),
-            *SMALL,
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    env = app_env(mnist_dir, marker) | {"FEDCORE_CACHE_DIR": str(folder / "cache")}
+    log = folder / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(BIN / "marimo"), "run", "app.py", "--headless", "--no-token", "--port",
+             str(port), *SMALL],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -89,29 +94,33 @@ def running_app(mnist_dir, tmp_path):
                 break
             except OSError:
                 time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/"
+        yield Server(f"http://127.0.0.1:{port}/", server, log)
     finally:
         stop_processes([*processes_with_env("FEDCORE_TEST_RUN", marker)])
         server.wait(timeout=30)
 
 
+@pytest.fixture
+def running_app(mnist_dir, tmp_path):
+    with serve_app(mnist_dir, tmp_path) as server:
+        yield server.url
+
+
+def launch_chromium(playwright):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: apt-get install chromium (.ci/run does)")
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync"],
+    )  # fmt: skip
+
+
 def test_browser_changes_a_control_and_the_page_follows(running_app):
     from playwright.sync_api import expect, sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: apt-get install chromium (.ci/run does)")
-
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 4000})
             page.goto(running_app)
@@ -127,7 +136,7 @@ def test_browser_changes_a_control_and_the_page_follows(running_app):
                 timeout=300_000
             )
             expect(story).to_be_visible(timeout=300_000)
-            for problem in ("cannot run", "could not be loaded", "Federated training failed"):
+            for problem in ("cannot run", "could not be loaded", "The run failed"):
                 expect(page.get_by_text(problem)).to_have_count(0)
             expect(page.locator(".marimo-error, [data-testid='marimo-error']")).to_have_count(0)
         finally:

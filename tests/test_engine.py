@@ -11,7 +11,6 @@ import pytest
 
 from fedcore.engine import Engine, EngineError, RunStopped
 
-
 SEEDS = itertools.count(1000)
 
 
