@@ -296,6 +296,7 @@ class Engine:
         if kind == "done":
             result = ExperimentResult.from_dict(message[2])
             job.result = result
+            job.detail = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
             if job.use_cache:
                 self._results[job.key] = result
                 while len(self._results) > MEMORY_RESULTS:
