@@ -75,10 +75,9 @@ def run_engine(data_dir: str, runs: int) -> list[dict]:
 
 def run_ray_kept(data_dir: str, runs: int) -> list[dict]:
     import ray
+    from flwr.clientapp import ClientApp
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
-
-    from flwr.clientapp import ClientApp
 
     from fedcore.client_app import train_handler, with_run_config
     from fedcore.config import ExperimentConfig
