@@ -1,6 +1,6 @@
 """One client's local training on its partition: the same in both phases.
 
-An isolated model is round 0 of it; a ClientApp runs it in every federated round.
+A ClientApp runs it in every federated round; an isolated model is round 1 of it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ClientEpochCallback = Callable[[int, int, float], None]
 
 
 def batch_order_seed(seed: int, client: int, server_round: int) -> int:
-    """Each client and round shuffles differently, reproducibly (round 0 = isolated)."""
+    """Each client and round shuffles differently, reproducibly (isolated = round 1)."""
     return seed + 1000 * server_round + client
 
 

@@ -124,3 +124,32 @@ def test_client_sampling_is_the_same_in_every_run(engine, tiny):
     assert all(len(clients) == 1 for clients in sampled)
     assert [sorted(h.client_loss) for h in second.history[1:]] == sampled
     assert second == first
+
+
+def test_isolated_models_from_round_one_equal_training_alone(engine, tiny):
+    """With both phases, the isolated models are round 1's client updates: exactly
+    what training each client alone gives (and what a sampled run trains apart)."""
+    config = tiny()
+    both = engine.submit(config, "all", use_cache=False).result()
+    alone = engine.submit(config, "isolated", use_cache=False).result()
+    assert both.isolated == alone.isolated
+    sampled = engine.submit(config.replace(fraction_train=0.5), "all", use_cache=False).result()
+    assert sampled.isolated == alone.isolated  # not every client in round 1: trained apart
+
+
+def test_no_usage_events_for_flower(tmp_path):
+    """Importing fedcore switches Flower's telemetry off before Flower reads it,
+    in this process and in the processes it starts."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "FLWR_TELEMETRY_ENABLED"}
+    code = (
+        "import fedcore, os, subprocess, sys\n"
+        "from flwr.supercore import telemetry\n"
+        "child = subprocess.run([sys.executable, '-c', 'import os; "
+        'print(os.environ["FLWR_TELEMETRY_ENABLED"])\'], capture_output=True, text=True)\n'
+        "print(telemetry.FLWR_TELEMETRY_ENABLED, child.stdout.strip())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.split() == ["0", "0"], done.stderr

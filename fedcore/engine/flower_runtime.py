@@ -48,9 +48,14 @@ class PoolBackend(Backend):
     `run_config`), so only the message and the node's context cross processes.
     """
 
-    def __init__(self, pool: WorkerPool, run_config: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        run_config: Mapping[str, Any],
+        on_reply: Callable[[Message, Message], None] | None = None,
+    ) -> None:
         super().__init__({})
-        self.pool, self.run_config = pool, dict(run_config)
+        self.pool, self.run_config, self.on_reply = pool, dict(run_config), on_reply
 
     def build(self, app_fn: Callable[[], ClientApp]) -> None:
         """Nothing to build: the workers are already running."""
@@ -68,9 +73,12 @@ class PoolBackend(Backend):
     def process_message(self, message: Message, context: Context) -> tuple[Message, Context]:
         future = self.pool.submit("client-app", (self.run_config, message, context))
         try:
-            return future.result()
+            reply, context = future.result()
         except TaskError as error:  # as Flower's Ray actor reports a ClientApp's exception
             raise ClientAppException(str(error)) from error
+        if self.on_reply is not None:
+            self.on_reply(message, reply)
+        return reply, context
 
 
 def _new_run(state_factory: LinkStateFactory) -> Run:
@@ -98,9 +106,11 @@ def run_on_pool(
     run_config: Mapping[str, Any],
     num_supernodes: int,
     pool: WorkerPool,
+    on_reply: Callable[[Message, Message], None] | None = None,
 ) -> None:
     """Run `server_app` in this thread against `num_supernodes` virtual SuperNodes
-    whose ClientApps run in `pool`; return when the ServerApp returns."""
+    whose ClientApps run in `pool`; return when the ServerApp returns.
+    `on_reply(message, reply)` sees each ClientApp's reply."""
     state_factory = LinkStateFactory(
         FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory()
     )
@@ -113,7 +123,7 @@ def run_on_pool(
         target=vce_api.run_api,
         args=(
             lambda: None,  # the backend builds no ClientApp here
-            lambda: PoolBackend(pool, run_config),
+            lambda: PoolBackend(pool, run_config, on_reply),
             nodes,
             state_factory,
             vce_api._register_node_info_stores(nodes, run, None),

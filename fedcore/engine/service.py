@@ -1,17 +1,18 @@
 """The engine process: runs the jobs its supervisor sends, one at a time.
 
-A job is one experiment (isolated models, the federated run, or both), the
-two phases side by side on two pools of warm workers: the ClientApps on one
-worker more than there are cores (so that the last client of a round shares
-the cores rather than running alone: 3 clients on 2 cores take 1.5 client-times
-a round, not 2), the isolated models on one worker per core at nice 19, on
-the cycles the federated run leaves idle. Messages to the supervisor:
+A job is one experiment (isolated models, the federated run, or both), on two
+pools of warm workers: the ClientApps on one worker more than there are cores
+(so that the last client of a round shares the cores rather than running
+alone: 3 clients on 2 cores take 1.5 client-times a round, not 2), and the
+isolated models that round 1 does not give (see `fedcore.isolated`) on one
+worker per core at nice 19, on the cycles the federated run leaves idle. Messages to the supervisor:
 `("ready", worker pids)`, `("event", job, kind, payload)`, `("done", job, result
 dict)`, `("failed", job, kind, message)`, `("cancelled", job)`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -63,7 +64,11 @@ class Pools:
 
 
 def run_federated_on_pool(
-    config: ExperimentConfig, pool: WorkerPool, emit: Emit, stop: threading.Event
+    config: ExperimentConfig,
+    pool: WorkerPool,
+    emit: Emit,
+    stop: threading.Event,
+    on_reply: Callable[[Any, Any], None] | None = None,
 ) -> FederatedResult:
     """FedAvg through Flower (ServerApp and ClientApps) on the pool's workers."""
     from flwr.serverapp import ServerApp
@@ -80,53 +85,90 @@ def run_federated_on_pool(
         outcome.append(run_federated(grid, config, lambda event: emit("progress", event), stop))
 
     run_config = config.to_run_config() | {"data-dir": config.resolved_data_dir()}
-    run_on_pool(server_app, run_config, config.num_clients, pool)
+    run_on_pool(server_app, run_config, config.num_clients, pool, on_reply)
     return outcome[0]
 
 
 class IsolatedModels:
-    """Every client's isolated model: from the cache, else trained in the pool."""
+    """Every client's isolated model (weights and losses): from the cache, from
+    round 1 of the federated run (`offer`), or trained in a pool (`train_missing`)."""
 
     def __init__(
         self,
         config: ExperimentConfig,
         partitions: list[ClientPartition],
-        pool: WorkerPool,
         cache: ResultCache | None,
         emit: Emit,
     ) -> None:
-        self.config, self.partitions, self.cache = config, partitions, cache
-        self.futures: list[Future] = []
+        self.config, self.partitions, self.cache, self.emit = config, partitions, cache, emit
+        self._lock = threading.Lock()
+        self._entries: dict[int, Future] = {p.client: Future() for p in partitions}
+        self._training: list[Future] = []  # tasks sent to a pool
+        self._submitted: set[int] = set()
         for partition in partitions:
-            key = isolated_client_key(config, partition)
-            cached = cache.get("isolated", key) if cache else None
+            cached = (
+                cache.get("isolated", isolated_client_key(config, partition)) if cache else None
+            )
             if cached is not None:
-                future: Future = Future()
-                future.set_result(cached)
-                emit("epoch", (partition.client, config.local_epochs, None))
-            else:
-                future = pool.submit(
-                    "isolated",
-                    (config, partition.client),
-                    on_progress=lambda value: emit("epoch", value),
-                )
-            self.futures.append(future)
+                self._done(partition.client, cached)
 
-    def wait(self, stop: threading.Event) -> None:
-        """Until every model is trained; `JobCancelled` (and the rest dropped) if `stop`."""
+    def _done(self, client: int, entry: dict[str, Any]) -> None:
+        with self._lock:
+            if self._entries[client].done():
+                return
+            self._entries[client].set_result(entry)
+        self.emit("epoch", (client, self.config.local_epochs, None))
+
+    def offer_first_round(self, message: Any, reply: Any) -> None:
+        """A ClientApp's reply: in round 1 it is that client's isolated model."""
+        if reply.has_error() or int(message.content["config"]["server-round"]) != 1:
+            return
+        record = reply.content["client"]
+        entry = {
+            "weights": reply.content["arrays"].to_torch_state_dict(),
+            "losses": list(record["epoch-losses"]),
+        }
+        self._done(int(record["client"]), entry)
+
+    def train_missing(self, pool: WorkerPool) -> None:
+        """Train in `pool` every model not available otherwise (once each)."""
+        for client, entry in self._entries.items():
+            with self._lock:
+                if entry.done() or client in self._submitted:
+                    continue
+                self._submitted.add(client)
+            task = pool.submit(
+                "isolated", (self.config, client), on_progress=lambda v: self.emit("epoch", v)
+            )
+            task.add_done_callback(functools.partial(self._copy, client))
+            self._training.append(task)
+
+    def _copy(self, client: int, task: Future) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            with self._lock:
+                self._entries[client].set_exception(task.exception())
+        else:
+            self._done(client, task.result())
+
+    def wait(self, stop: threading.Event, idle: Callable[[], None]) -> None:
+        """Until every model is there, calling `idle()` meanwhile; `JobCancelled` if
+        `stop` is set (the tasks not started yet are dropped)."""
         try:
-            while not all(future.done() for future in self.futures):
+            while not all(entry.done() for entry in self._entries.values()):
                 if stop.wait(0.02):
                     raise JobCancelled
+                idle()
         finally:
-            for future in self.futures:
-                future.cancel()  # only those not started yet
+            for task in self._training:
+                task.cancel()  # only those not started yet
 
     def results(self, data: MnistData) -> list[ClientResult]:
-        """Each model's report; the newly trained ones are cached (complete models only)."""
+        """Each model's report; every model is cached (complete models only)."""
         out = []
-        for partition, future in zip(self.partitions, self.futures, strict=True):
-            entry = future.result()
+        for partition in self.partitions:
+            entry = self._entries[partition.client].result()
             if self.cache is not None:
                 self.cache.put("isolated", isolated_client_key(self.config, partition), entry)
             model = build_model(self.config.seed)
@@ -143,41 +185,53 @@ def run_job(
     emit: Emit,
     stop: threading.Event,
 ) -> ExperimentResult:
-    """One experiment; `stop` set by the supervisor ends it early (`JobCancelled`)."""
+    """One experiment; `stop` set by the supervisor ends it early (`JobCancelled`).
+
+    With both phases, the federated run starts first; the isolated models come
+    from the cache, else from round 1 when every client trains in it, else
+    (and for any client that failed in round 1) from the isolated pool.
+    """
     begin = time.perf_counter()
     data = load_mnist(config)
     timings = {"load": time.perf_counter() - begin}
+    partitions = partition_clients(data.train_y, config)
+    models = IsolatedModels(config, partitions, cache, emit) if phase != "federated" else None
     federated: FederatedResult | None = None
     isolated: list[ClientResult] | None = None
-    federated_outcome: dict[str, Any] = {}
+    outcome: dict[str, Any] = {}
     federated_thread = None
     halt = threading.Event()  # ends the federated run: stopped, or the other phase failed
-    if phase in ("federated", "all"):
-        key = config.cache_key()
-        entry = cache.get("federated", key) if cache else None
+    if phase != "isolated":
+        entry = cache.get("federated", config.cache_key()) if cache else None
         if entry is not None:
             federated = FederatedResult.from_dict(entry)
         else:
+            first_round = (
+                models.offer_first_round if models and config.fraction_train == 1 else None
+            )
 
             def federate() -> None:
                 start, clock = time.perf_counter(), time.time()
                 try:
-                    federated_outcome["result"] = run_federated_on_pool(
-                        config, pools.federated, emit, halt
+                    outcome["result"] = run_federated_on_pool(
+                        config, pools.federated, emit, halt, first_round
                     )
                 except BaseException as error:
-                    federated_outcome["error"] = error
-                federated_outcome["seconds"] = time.perf_counter() - start
-                federated_outcome["clients"] = pools.federated.busy_seconds(since=clock)
+                    outcome["error"] = error
+                outcome["seconds"] = time.perf_counter() - start
+                outcome["clients"] = pools.federated.busy_seconds(since=clock)
 
             federated_thread = threading.Thread(target=federate, name="fedcore-federated")
             federated_thread.start()
     try:
-        if phase in ("isolated", "all"):
+        if models is not None:
             start = time.perf_counter()
-            partitions = partition_clients(data.train_y, config)
-            models = IsolatedModels(config, partitions, pools.isolated, cache, emit)
-            models.wait(stop)
+
+            def train_what_round_one_did_not_give() -> None:
+                if federated_thread is None or not federated_thread.is_alive():
+                    models.train_missing(pools.isolated)
+
+            models.wait(stop, idle=train_what_round_one_did_not_give)
             isolated = models.results(data)
             timings["isolated"] = time.perf_counter() - start
             emit("isolated", isolated)
@@ -186,12 +240,12 @@ def run_job(
                 if stop.is_set():
                     raise JobCancelled
                 federated_thread.join(0.05)
-            if "error" in federated_outcome:
-                raise federated_outcome["error"]
-            federated = federated_outcome["result"]
-            timings["federated"] = federated_outcome["seconds"]
+            if "error" in outcome:
+                raise outcome["error"]
+            federated = outcome["result"]
+            timings["federated"] = outcome["seconds"]
             # of which some ClientApp was training (the rest: Flower, engine, evaluation)
-            timings["federated-clients"] = federated_outcome["clients"]
+            timings["federated-clients"] = outcome["clients"]
             if cache is not None:
                 cache.put("federated", config.cache_key(), federated.to_dict())
     finally:
