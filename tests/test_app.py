@@ -53,7 +53,7 @@ def test_export_html_has_every_chart(mnist_dir, tmp_path):
     ):
         assert f'id=\\"{section}\\"' in page, section  # rendered headings, not code
     assert "vnd.marimo+error" not in page  # no cell raised
-    assert "The run failed" not in page and "cannot run:</" not in page
+    assert "The run failed:</" not in page and "cannot run:</" not in page
 
 
 def free_port() -> int:

@@ -50,6 +50,7 @@ def test_cli_all_phases_and_same_numbers_as_in_process(federated_small, mnist_di
             "1",
             "--rounds",
             "1",
+            "--no-cache",
             "--out",
             str(out),
         ],
