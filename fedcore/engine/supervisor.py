@@ -346,9 +346,8 @@ class Engine:
         job.state, job.error = state, error
         if job.started:
             seconds = time.monotonic() - job.started
-            log.info(
-                "run %d %s after %.1f s%s", job.id, state, seconds, f": {error}" if error else ""
-            )
+            why = f": {error}" if error else f" ({job.detail})" if state == "done" else ""
+            log.info("run %d %s after %.1f s%s", job.id, state, seconds, why)
         if self._jobs.get(job.key) is job:
             del self._jobs[job.key]
         self._changed.notify_all()
