@@ -91,11 +91,12 @@ def with_run_config(
 
 
 def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
-    """The ClientApp; with `run_config`, for Flower's Python simulation API.
+    """The ClientApp; with `run_config`, for the engine's workers.
 
-    That API (`flwr.simulation.run_simulation`) hands ClientApps an empty run
-    config, so the in-process runner passes the experiment's run config here
-    and a mod puts it where `flwr run .` would have.
+    Flower's in-memory runtime (which the engine runs, as Flower's Python
+    simulation API does) hands ClientApps an empty run config, so the engine
+    passes the experiment's run config here and a mod puts it where
+    `flwr run .` would have.
     """
     client_app = ClientApp(mods=[] if run_config is None else [with_run_config(run_config)])
     client_app.train()(train_handler)
