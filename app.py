@@ -21,6 +21,8 @@ def _():
     from fedcore.data import DataError, load_mnist
     from fedcore.engine import shared_engine
     from fedcore.partition import label_counts, partition_clients
+    from fedcore.report.figures import run_charts, to_png, to_svg
+    from fedcore.report.html import report_html
 
     # Every run goes to the engine: processes of its own, shared by every session
     # of this server, started now so that it is warm by the first run. It queues
@@ -38,9 +40,13 @@ def _():
         load_mnist,
         mo,
         partition_clients,
+        report_html,
+        run_charts,
         settings_from_cli,
         tables,
         time,
+        to_png,
+        to_svg,
     )
 
 
@@ -559,6 +565,88 @@ def _(charts, config, federated, isolated, mo, tables):
                 The same experiment runs headless (`python -m fedcore run --phase all`)
                 and from the Flower CLI (`flwr run .`); see the README.
                 """
+            ),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(federated, mo, report_html, run, run_charts, tables, to_png, to_svg):
+    # Every download is made when clicked, not when the page is drawn.
+    _result = run.result()
+    _charts = run_charts(_result)
+
+    def _report():
+        return report_html([("fedcore run", _result)]).encode()
+
+    def _figure(name, kind):
+        def render():
+            chart = _charts[name]()
+            return to_svg(chart).encode() if kind == "svg" else to_png(chart)
+
+        return render
+
+    _tables = {
+        "accuracies.csv": lambda: tables.accuracies(_result.isolated or [], federated),
+        "accuracy-per-round.csv": lambda: tables.history(federated.history),
+        "client-losses.csv": lambda: tables.federated_client_losses(federated),
+    }
+    mo.vstack(
+        [
+            mo.md(
+                "## 5. Share\n\nA report that opens anywhere, offline too (one HTML file, "
+                "every chart inside), the results as JSON, the tables as CSV, and each "
+                "chart as SVG or PNG for papers and slides."
+            ),
+            mo.hstack(
+                [
+                    mo.download(_report, "fedcore-report.html", "text/html", label="Report (HTML)"),
+                    mo.download(
+                        lambda: _result.to_json().encode(),
+                        "fedcore-results.json",
+                        "application/json",
+                        label="Results (JSON)",
+                    ),
+                    *[
+                        mo.download(
+                            lambda make=make: make().to_csv(index=False).encode(),
+                            name,
+                            "text/csv",
+                            label=name,
+                        )
+                        for name, make in _tables.items()
+                    ],
+                ],
+                justify="start",
+                wrap=True,
+            ),
+            mo.accordion(
+                {
+                    "Each chart as SVG or PNG": mo.vstack(
+                        [
+                            mo.hstack(
+                                [
+                                    mo.md(name.replace("-", " ")),
+                                    mo.download(
+                                        _figure(name, "svg"),
+                                        f"{name}.svg",
+                                        "image/svg+xml",
+                                        label="SVG",
+                                    ),
+                                    mo.download(
+                                        _figure(name, "png"),
+                                        f"{name}.png",
+                                        "image/png",
+                                        label="PNG",
+                                    ),
+                                ],
+                                justify="start",
+                            )
+                            for name in _charts
+                        ]
+                    )
+                }
             ),
         ]
     )

@@ -198,6 +198,21 @@ def history_chart(history: pd.DataFrame) -> alt.Chart:
     )
 
 
+def runs_history_chart(history: pd.DataFrame) -> alt.Chart:
+    """Several runs' global accuracy after each round, overlaid: `run, round, accuracy`."""
+    return (
+        alt.Chart(history, title="Global accuracy per round, run by run")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("round:O", title="round (0 = before training)", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("accuracy:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("run:N", title="run"),
+            tooltip=["run:N", "round:O", alt.Tooltip("accuracy:Q", format=PERCENT)],
+        )
+        .properties(width=420, height=260)
+    )
+
+
 def story_chart(story: pd.DataFrame) -> alt.LayerChart:
     """The point of it all: accuracy on the digits a client never saw, alone vs together."""
     base = alt.Chart(story).encode(

@@ -1,4 +1,5 @@
-"""`python -m fedcore run ...`: headless runs for scripts, checks and benchmarks.
+"""`python -m fedcore run ...` (headless runs for scripts, checks and benchmarks) and
+`python -m fedcore report ...` (a report to share from results files).
 
 Errors a user can fix (a setting, a data file) end as one line on stderr and
 exit code 2 (settings) or 1 (data, runs); no traceback.
@@ -10,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from fedcore.config import (
     ConfigError,
@@ -20,7 +22,8 @@ from fedcore.config import (
 )
 from fedcore.engine import PHASES, EngineError, run_experiment
 from fedcore.progress import Progress
-from fedcore.results import ExperimentResult
+from fedcore.results import ExperimentResult, ResultsError
+from fedcore.storage import atomic_write_text
 
 DEFAULTS = ExperimentConfig()
 
@@ -43,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute everything again instead of reusing cached results (~/.cache/fedcore)",
     )
     add_setting_arguments(run)
+    report = commands.add_parser(
+        "report",
+        help="a self-contained HTML report (and figures) from results JSON files",
+        allow_abbrev=False,
+    )
+    report.add_argument("results", nargs="+", metavar="RESULTS.json")
+    report.add_argument("-o", "--out", default="report.html", help="the HTML file to write")
+    report.add_argument(
+        "--figures", metavar="DIR", help="also write every chart as SVG and PNG into DIR"
+    )
     return parser
 
 
@@ -166,8 +179,33 @@ def print_progress(kind: str, event: object) -> None:
         print(f"warning: {event.detail}", file=sys.stderr)
 
 
+def write_report(args: argparse.Namespace) -> int:
+    """`python -m fedcore report`: one line on stderr and exit 1 for a file it cannot use."""
+    from fedcore.report.figures import write_figures
+    from fedcore.report.html import report_html
+
+    try:
+        runs = [(Path(path).stem, ExperimentResult.load(path)) for path in args.results]
+    except ResultsError as error:
+        print(f"fedcore: report: {error}", file=sys.stderr)
+        return 1
+    names = [name for name, _ in runs]
+    if len(set(names)) < len(names):  # same file names in different folders
+        runs = [(f"{i}. {name}", result) for i, (name, result) in enumerate(runs, start=1)]
+    out = atomic_write_text(args.out, report_html(runs))
+    print(f"report written to {out} ({out.stat().st_size:,} bytes)")
+    if args.figures:
+        for name, result in runs:
+            prefix = f"{name}-" if len(runs) > 1 else ""
+            for path in write_figures(result, args.figures, prefix):
+                print(f"figure written to {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        return write_report(args)
     try:
         config = config_from_args(args)
     except ConfigError as error:

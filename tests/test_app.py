@@ -1,6 +1,7 @@
 """The marimo app: headless end to end, and in a real browser (Debian's chromium)."""
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -127,6 +128,16 @@ def test_browser_changes_a_control_and_the_page_follows(running_app):
             story = page.get_by_text("On the digits a client never saw")
             expect(story).to_be_visible(timeout=300_000)
             expect(page.get_by_text("train locally for 1 epoch(s) per round")).to_be_visible()
+
+            # Share: the results JSON and the offline report, made when clicked.
+            with page.expect_download() as download:
+                page.get_by_text("Results (JSON)").click()
+            results = json.loads(Path(download.value.path()).read_text())
+            assert results["config"]["local_epochs"] == 1 and results["federated"]["history"]
+            with page.expect_download() as download:
+                page.get_by_text("Report (HTML)").click()
+            report = Path(download.value.path()).read_text()
+            assert report.count("<figure data-chart=") == 7 and "<script" not in report
 
             # Move the "Local epochs" slider one step with the keyboard.
             slider = page.get_by_role("slider").nth(2)

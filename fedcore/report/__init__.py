@@ -1,0 +1,2 @@
+"""Results to share: the run's charts as files (figures.py) and one self-contained
+HTML report that opens anywhere, offline included (html.py)."""
