@@ -9,6 +9,7 @@ takes the isolated models from round 1 instead of training them twice
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from fedcore.config import ExperimentConfig, format_digits
@@ -51,4 +52,5 @@ def client_result(
         missing_accuracy=report.subset_accuracy[own] if partition.excluded else None,
         subset_accuracy=report.subset_accuracy,
         confusion=report.confusion,
+        label_counts=torch.bincount(data.train_y[partition.indices], minlength=10).tolist(),
     )

@@ -57,19 +57,10 @@ def partition_clients(labels: torch.Tensor, config: ExperimentConfig) -> list[Cl
 
 
 def label_counts(labels: torch.Tensor, partitions: list[ClientPartition]) -> pd.DataFrame:
-    """Long table `client, digit, count` (every digit, zeros included) for charts."""
-    import pandas as pd  # not at the top: Ray workers import this module and need no pandas
+    """Long table `client, digit, count, excluded` (every digit, zeros included) for charts."""
+    from fedcore.tables import label_counts_table  # pandas: not for every process
 
-    rows = []
-    for part in partitions:
-        counts = torch.bincount(labels[part.indices], minlength=10).tolist()
-        rows += [
-            {
-                "client": part.client,
-                "digit": digit,
-                "count": count,
-                "excluded": digit in part.excluded,
-            }
-            for digit, count in enumerate(counts)
-        ]
-    return pd.DataFrame(rows)
+    return label_counts_table(
+        (part.client, torch.bincount(labels[part.indices], minlength=10).tolist(), part.excluded)
+        for part in partitions
+    )

@@ -32,6 +32,7 @@ class ClientResult:
     missing_accuracy: float | None  # its own missing digits; None if it excludes none
     subset_accuracy: dict[str, float]
     confusion: list[list[int]]
+    label_counts: list[int] = field(default_factory=list)  # its training images per digit
 
 
 @dataclass(frozen=True)

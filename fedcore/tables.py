@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -23,6 +23,20 @@ def client_name(client: int) -> str:
 def subset_name(digits: str) -> str:
     """`"1,3,7"` -> `"digits 1,3,7"`, as the test sets are labelled in charts."""
     return f"digits {digits}"
+
+
+def label_counts_table(
+    per_client: Iterable[tuple[int, Sequence[int], Sequence[int]]],
+) -> pd.DataFrame:
+    """`client, digit, count, excluded` from (client, counts per digit, excluded digits)."""
+    return pd.DataFrame(
+        [
+            {"client": client, "digit": digit, "count": count, "excluded": digit in excluded}
+            for client, counts, excluded in per_client
+            for digit, count in enumerate(counts)
+        ],
+        columns=["client", "digit", "count", "excluded"],
+    )
 
 
 def sample_digits(

@@ -35,10 +35,14 @@ def test_isolated_phase_end_to_end(mnist_dir, tmp_path):
         "missing_accuracy",
         "subset_accuracy",
         "confusion",
+        "label_counts",
     }
     assert first["client"] == 1 and first["excluded"] == [1, 3, 7]
     assert 0 <= first["accuracy"] <= 1 and first["missing_accuracy"] <= 0.01
     assert set(first["subset_accuracy"]) == {"1,3,7", "2,5,8", "4,6,9"}
+    counts = first["label_counts"]
+    assert len(counts) == 10 and sum(counts) == first["train_size"]
+    assert all(counts[d] == 0 for d in (1, 3, 7)) and all(counts[d] > 1000 for d in (0, 2, 9))
 
 
 def test_custom_clients_and_exclusions(mnist_dir, tmp_path):

@@ -56,7 +56,7 @@ def test_the_report_opens_offline_and_paints_every_chart(made):
             page.route("**/*", block)
             page.goto(report.as_uri())
             figures = page.locator("figure[data-chart]")
-            assert figures.count() == len(run_charts(result)) == 7
+            assert figures.count() == len(run_charts(result)) == 8
             for i in range(figures.count()):
                 marks = figures.nth(i).locator("svg.marks path, svg.marks rect")
                 assert marks.count() > 5, figures.nth(i).get_attribute("data-chart")

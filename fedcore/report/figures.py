@@ -23,6 +23,11 @@ def run_charts(result: ExperimentResult) -> dict[str, Callable[[], alt.TopLevelM
     config, isolated, federated = result.config, result.isolated, result.federated
     n = config.num_clients
     out: dict[str, Callable[[], alt.TopLevelMixin]] = {}
+    if isolated and all(c.label_counts for c in isolated):  # (files before 2026-11-28: none)
+        out["training-images-per-digit"] = lambda: charts.label_counts_chart(
+            tables.label_counts_table((c.client, c.label_counts, c.excluded) for c in isolated),
+            n,
+        )
     if isolated:
         out["isolated-training-loss"] = lambda: charts.loss_chart(
             tables.isolated_losses(isolated), n, "Training loss, each client alone"
