@@ -180,37 +180,35 @@ def confusion_chart(
     )
 
 
-def history_chart(history: pd.DataFrame) -> alt.Chart:
-    """Global accuracy after each round (0 = initial weights), overall and per subset."""
+def _accuracy_per_round(data: pd.DataFrame, title: str, series: str, legend: str) -> alt.Chart:
+    """Accuracy (y) after each round (x, 0 = initial weights), one line per `series`."""
     return (
-        alt.Chart(history, title="Global model accuracy per round")
+        alt.Chart(data, title=title)
         .mark_line(point=True)
         .encode(
             x=alt.X("round:O", title="round (0 = before training)", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("accuracy:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("test_set:N", title="test set"),
-            strokeWidth=alt.condition(
-                f"datum.test_set == '{ALL_DIGITS}'", alt.value(3.5), alt.value(1.5)
-            ),
-            tooltip=["round:O", "test_set:N", alt.Tooltip("accuracy:Q", format=PERCENT)],
+            color=alt.Color(f"{series}:N", title=legend),
+            tooltip=[f"{series}:N", "round:O", alt.Tooltip("accuracy:Q", format=PERCENT)],
         )
         .properties(width=420, height=260)
+    )
+
+
+def history_chart(history: pd.DataFrame) -> alt.Chart:
+    """Global accuracy after each round (0 = initial weights), overall and per subset."""
+    return _accuracy_per_round(
+        history, "Global model accuracy per round", "test_set", "test set"
+    ).encode(
+        strokeWidth=alt.condition(
+            f"datum.test_set == '{ALL_DIGITS}'", alt.value(3.5), alt.value(1.5)
+        )
     )
 
 
 def runs_history_chart(history: pd.DataFrame) -> alt.Chart:
     """Several runs' global accuracy after each round, overlaid: `run, round, accuracy`."""
-    return (
-        alt.Chart(history, title="Global accuracy per round, run by run")
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("round:O", title="round (0 = before training)", axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("accuracy:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("run:N", title="run"),
-            tooltip=["run:N", "round:O", alt.Tooltip("accuracy:Q", format=PERCENT)],
-        )
-        .properties(width=420, height=260)
-    )
+    return _accuracy_per_round(history, "Global accuracy per round, run by run", "run", "run")
 
 
 def story_chart(story: pd.DataFrame) -> alt.LayerChart:

@@ -50,15 +50,12 @@ class Channel:
         self._conn.close()
 
 
-def spawn_child(
-    module: str, args: tuple[str, ...] = (), env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen, Channel]:
-    """Start `python -m module FD *args`; return the process and our end of its channel."""
+def spawn_child(module: str) -> tuple[subprocess.Popen, Channel]:
+    """Start `python -m module FD`; return the process and our end of its channel."""
     ours, theirs = socket.socketpair()
     process = subprocess.Popen(
-        [sys.executable, "-m", module, str(theirs.fileno()), *args],
+        [sys.executable, "-m", module, str(theirs.fileno())],
         pass_fds=[theirs.fileno()],
-        env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,
     )
     theirs.close()

@@ -5,9 +5,11 @@ pools of warm workers: the ClientApps on one worker more than there are cores
 (so that the last client of a round shares the cores rather than running
 alone: 3 clients on 2 cores take 1.5 client-times a round, not 2), and the
 isolated models that round 1 does not give (see `fedcore.isolated`) on one
-worker per core at nice 19, on the cycles the federated run leaves idle. Messages to the supervisor:
-`("ready", worker pids)`, `("event", job, kind, payload)`, `("done", job, result
-dict)`, `("failed", job, kind, message)`, `("cancelled", job)`.
+worker per core at nice 19, on the cycles the federated run leaves idle.
+
+Messages to the supervisor: `("ready", worker pids)`, `("event", job, kind,
+payload)`, `("done", job, result dict)`, `("failed", job, kind, message)`,
+`("cancelled", job)`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from fedcore.partition import ClientPartition, partition_clients
 from fedcore.progress import FederatedRunError
 from fedcore.results import ClientResult, ExperimentResult, FederatedResult
 
-WORKERS_ENV = "FEDCORE_ENGINE_WORKERS"  # ClientApp workers (default: cores + 1)
 Emit = Callable[[str, Any], None]  # emit(kind, payload): an event for the supervisor
 
 
@@ -45,9 +46,9 @@ class JobCancelled(Exception):
 class Pools:
     """The engine's two worker pools (see the module docstring)."""
 
-    def __init__(self, federated_workers: int | None = None) -> None:
+    def __init__(self) -> None:
         cores = os.cpu_count() or 1
-        self.federated = WorkerPool(federated_workers or cores + 1, "federated")
+        self.federated = WorkerPool(cores + 1, "federated")
         self.isolated = WorkerPool(cores, "isolated", nice=19)
 
     @property
@@ -274,7 +275,7 @@ def serve(conn: Any) -> None:
     import fedcore.client_app  # noqa: F401  (Flower, PyTorch, the training code)
     import fedcore.engine.flower_runtime  # noqa: F401
 
-    pools = Pools(int(os.environ.get(WORKERS_ENV) or 0) or None)
+    pools = Pools()
     send_lock = threading.Lock()
 
     def send(*message: Any) -> None:
@@ -283,7 +284,7 @@ def serve(conn: Any) -> None:
 
     send("ready", pools.pids)
     jobs: queue.Queue = queue.Queue()
-    current: dict[str, Any] = {}
+    stops: dict[int, threading.Event] = {}  # by job; a cancel may come before its job starts
 
     def listen() -> None:  # the supervisor's messages, also while a job runs
         while True:
@@ -293,8 +294,7 @@ def serve(conn: Any) -> None:
                 jobs.put(None)
                 return
             if message[0] == "cancel":
-                if current.get("job") == message[1]:
-                    current["stop"].set()
+                stops.setdefault(message[1], threading.Event()).set()
             else:
                 jobs.put(message)
 
@@ -302,9 +302,10 @@ def serve(conn: Any) -> None:
     cache = ResultCache()
     while (message := jobs.get()) is not None:
         _, job, config, phase, use_cache = message
-        stop = threading.Event()
-        current.update(job=job, stop=stop)
+        stop = stops.setdefault(job, threading.Event())
         try:
+            if stop.is_set():
+                raise JobCancelled
             result = run_job(
                 config,
                 phase,
@@ -322,7 +323,7 @@ def serve(conn: Any) -> None:
                 send("failed", job, *failure(error))
         else:
             send("done", job, result.to_dict())
-        current.clear()
+        stops.pop(job, None)
         if pools.broken:
             break
     pools.close()

@@ -151,13 +151,9 @@ class RunHandle:
 
 
 class Engine:
-    """Runs experiments in an engine process of its own; see the module docstring.
+    """Runs experiments in an engine process of its own; see the module docstring."""
 
-    `workers`: worker processes in the engine's pool (default: one per core).
-    """
-
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers
+    def __init__(self) -> None:
         self._changed = threading.Condition()
         self._queue: collections.deque[_Job] = collections.deque()
         self._jobs: dict[str, _Job] = {}  # queued or running, by key
@@ -168,7 +164,6 @@ class Engine:
         self._worker_pids: list[int] = []
         self._closed = False
         self.jobs_started = 0  # jobs sent to the engine process (computations)
-        self.engines_started = 0
         with self._changed:
             self._start_process()
 
@@ -231,10 +226,8 @@ class Engine:
     def _start_process(self) -> None:
         from fedcore.engine.child import spawn_child
 
-        env = {"FEDCORE_ENGINE_WORKERS": str(self.workers or "")}
-        process, conn = spawn_child("fedcore.engine.service", env=env)
+        process, conn = spawn_child("fedcore.engine.service")
         self._process, self._conn, self._worker_pids = process, conn, []
-        self.engines_started += 1
         threading.Thread(
             target=self._listen, args=(process, conn), name="fedcore-engine-reader", daemon=True
         ).start()
