@@ -535,13 +535,7 @@ def _(charts, config, federated, isolated, mo, tables):
     if _story.empty:
         _summary = mo.md("## 4. Alone vs together\n\n_No client excludes any digit._")
     else:
-
-        def _span(values):
-            low, high = f"{values.min():.0%}", f"{values.max():.0%}"
-            return low if low == high else f"{low} to {high}"
-
-        _alone = _span(_story[_story.model == "trained alone"].accuracy)
-        _together = _span(_story[_story.model != "trained alone"].accuracy)
+        _alone, _together = tables.story_spans(_story)
         _summary = mo.vstack(
             [
                 mo.md(

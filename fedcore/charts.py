@@ -10,7 +10,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from fedcore.tables import ALL_DIGITS, FEDERATED, client_name
+from fedcore.tables import ALL_DIGITS, FEDERATED, TRAINED_ALONE, TRAINED_TOGETHER, client_name
 
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756",
            "#72b7b2", "#eeca3b", "#9d755d", "#ff9da6", "#bab0ac"]  # fmt: skip
@@ -215,7 +215,7 @@ def story_chart(story: pd.DataFrame) -> alt.LayerChart:
     """The point of it all: accuracy on the digits a client never saw, alone vs together."""
     base = alt.Chart(story).encode(
         y=alt.Y("client:N", title=None, sort=None),
-        yOffset=alt.YOffset("model:N", sort=["trained alone", "trained together (FedAvg)"]),
+        yOffset=alt.YOffset("model:N", sort=[TRAINED_ALONE, TRAINED_TOGETHER]),
         x=alt.X(
             "accuracy:Q",
             title="accuracy on the digits the client never saw",
@@ -227,9 +227,7 @@ def story_chart(story: pd.DataFrame) -> alt.LayerChart:
         color=alt.Color(
             "model:N",
             title=None,
-            scale=alt.Scale(
-                domain=["trained alone", "trained together (FedAvg)"], range=["#bbbbbb", "#2ca02c"]
-            ),
+            scale=alt.Scale(domain=[TRAINED_ALONE, TRAINED_TOGETHER], range=["#bbbbbb", "#2ca02c"]),
             legend=alt.Legend(orient="bottom"),
         ),
         tooltip=["client:N", "model:N", alt.Tooltip("accuracy:Q", format=PERCENT)],

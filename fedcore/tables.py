@@ -14,6 +14,8 @@ from fedcore.results import ClientResult, FederatedResult, RoundResult
 
 FEDERATED = "Federated"
 ALL_DIGITS = "all digits"
+TRAINED_ALONE = "trained alone"
+TRAINED_TOGETHER = "trained together (FedAvg)"
 
 
 def client_name(client: int) -> str:
@@ -182,6 +184,20 @@ def federated_client_losses(federated: FederatedResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "round", "epoch", "step", "loss"])
 
 
+def story_spans(story: pd.DataFrame) -> tuple[str, str]:
+    """How the isolated and the federated models score on the missing digits, in
+    words: `("0%", "94% to 97%")`."""
+
+    def span(values: pd.Series) -> str:
+        low, high = f"{values.min():.0%}", f"{values.max():.0%}"
+        return low if low == high else f"{low} to {high}"
+
+    return (
+        span(story[story.model == TRAINED_ALONE].accuracy),
+        span(story[story.model == TRAINED_TOGETHER].accuracy),
+    )
+
+
 def story(isolated: Sequence[ClientResult], federated: FederatedResult) -> pd.DataFrame:
     """Per client: its isolated model vs the federated model on the digits it never saw."""
     rows = []
@@ -190,11 +206,11 @@ def story(isolated: Sequence[ClientResult], federated: FederatedResult) -> pd.Da
             continue
         own = format_digits(sorted(r.excluded))
         label = f"{client_name(r.client)} (never saw {own})"
-        rows.append({"client": label, "model": "trained alone", "accuracy": r.missing_accuracy})
+        rows.append({"client": label, "model": TRAINED_ALONE, "accuracy": r.missing_accuracy})
         rows.append(
             {
                 "client": label,
-                "model": "trained together (FedAvg)",
+                "model": TRAINED_TOGETHER,
                 "accuracy": federated.subset_accuracy[own],
             }
         )

@@ -67,11 +67,6 @@ def accuracy_table(result: ExperimentResult) -> str:
     return f"<table><tr><th>model</th><th>all digits</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _span(values: pd.Series) -> str:
-    low, high = f"{values.min():.0%}", f"{values.max():.0%}"
-    return low if low == high else f"{low} to {high}"
-
-
 def _story(result: ExperimentResult) -> str:
     config, isolated, federated = result.config, result.isolated, result.federated
     parts = [
@@ -108,13 +103,12 @@ def _story(result: ExperimentResult) -> str:
     if isolated and federated is not None:
         story = tables.story(isolated, federated)
         if not story.empty:
-            alone = story[story.model == "trained alone"].accuracy
-            together = story[story.model != "trained alone"].accuracy
+            alone, together = tables.story_spans(story)
             parts.append(
                 "<h3>Alone vs together</h3>"
-                f"<p>On the digits a client never saw, its own model scores {_span(alone)}; "
+                f"<p>On the digits a client never saw, its own model scores {alone}; "
                 "the federated model, trained on the same private data without any image "
-                f"leaving its client, scores {_span(together)}.</p>"
+                f"leaving its client, scores {together}.</p>"
             )
     return "".join(parts)
 
