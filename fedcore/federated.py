@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedcore.config import ExperimentConfig
 from fedcore.data import load_mnist
-from fedcore.evaluation import evaluate
+from fedcore.evaluation import Evaluation, evaluate
 from fedcore.model import build_model
 from fedcore.progress import FederatedRunError, Progress, ProgressCallback
 from fedcore.results import FederatedResult, RoundResult
@@ -162,6 +162,78 @@ def wait_for_supernodes(grid: Grid, expected: int, stop: threading.Event) -> Non
     raise FederatedRunError("the simulation engine stopped before every SuperNode connected")
 
 
+class RoundRecorder:
+    """The run, round by round: the global model's scores after each round, the
+    clients' losses and failures (`log`, kept by the strategy), and progress events."""
+
+    def __init__(self, config: ExperimentConfig, on_progress: ProgressCallback | None) -> None:
+        self.config, self.on_progress = config, on_progress
+        self.log = RunLog()
+        self.history: list[RoundResult] = []
+        self.confusions: dict[int, list[list[int]]] = {}
+
+    def report(
+        self, kind: str, server_round: int, client: int | None = None, detail: str = ""
+    ) -> None:
+        if self.on_progress is not None:
+            self.on_progress(
+                Progress(
+                    kind, server_round, self.config.num_rounds, client, detail, tuple(self.history)
+                )
+            )
+
+    def record_round(self, server_round: int, evaluation: Evaluation) -> None:
+        self.history.append(
+            RoundResult(
+                round=server_round,
+                accuracy=evaluation.accuracy,
+                loss=evaluation.loss,
+                subset_accuracy=evaluation.subset_accuracy,
+                client_loss=self.log.client_loss.get(server_round, {}),
+            )
+        )
+        self.confusions[server_round] = evaluation.confusion
+        self.report("round-done", server_round)
+        if server_round < self.config.num_rounds:
+            self.report("round-start", server_round + 1)
+
+    def on_reply(self, reply: Message) -> None:
+        """Each client update as it arrives (the round in progress follows the last recorded)."""
+        round_now = len(self.history)
+        if reply.has_error():
+            self.report("client-failed", round_now, detail=failure_reason(reply, round_now))
+        else:
+            self.report("client-done", round_now, client_of(reply))
+
+    def result(self) -> FederatedResult:
+        final = self.history[-1]
+        return FederatedResult(
+            history=self.history,
+            accuracy=final.accuracy,
+            loss=final.loss,
+            subset_accuracy=final.subset_accuracy,
+            confusion=self.confusions[final.round],
+            failures=list(self.log.failures),
+        )
+
+
+class GlobalEvaluation:
+    """The strategy's `evaluate_fn`: the global model on the whole test set (and on
+    each missing-digit subset) before the first round and after every round."""
+
+    def __init__(self, config: ExperimentConfig, recorder: RoundRecorder) -> None:
+        self.config, self.recorder = config, recorder
+        self.data = load_mnist(config)
+        self.model = build_model(config.seed)
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        self.model.load_state_dict(arrays.to_torch_state_dict())
+        data = self.data
+        evaluation = evaluate(self.model, data.test_x, data.test_y, self.config.missing_subsets)
+        self.recorder.record_round(server_round, evaluation)
+        return MetricRecord({"accuracy": evaluation.accuracy, "loss": evaluation.loss})
+
+
 def run_federated(
     grid: Grid,
     config: ExperimentConfig,
@@ -175,57 +247,14 @@ def run_federated(
     stop = stop or threading.Event()
     wait_for_supernodes(grid, config.num_clients, stop)
     random.seed(config.seed)  # FedAvg samples clients with the `random` module
-    data = load_mnist(config)
-    model = build_model(config.seed)
-    log = RunLog()
-    history: list[RoundResult] = []
-
-    def report(kind: str, server_round: int, client: int | None = None, detail: str = "") -> None:
-        if on_progress is not None:
-            on_progress(
-                Progress(kind, server_round, config.num_rounds, client, detail, tuple(history))
-            )
-
-    def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        model.load_state_dict(arrays.to_torch_state_dict())
-        report_ = evaluate(model, data.test_x, data.test_y, config.missing_subsets)
-        history.append(
-            RoundResult(
-                round=server_round,
-                accuracy=report_.accuracy,
-                loss=report_.loss,
-                subset_accuracy=report_.subset_accuracy,
-                client_loss=log.client_loss.get(server_round, {}),
-            )
-        )
-        confusions[server_round] = report_.confusion
-        report("round-done", server_round)
-        if server_round < config.num_rounds:
-            report("round-start", server_round + 1)
-        return MetricRecord({"accuracy": report_.accuracy, "loss": report_.loss})
-
-    def on_reply(reply: Message) -> None:
-        round_now = len(history)
-        if reply.has_error():
-            report("client-failed", round_now, detail=failure_reason(reply, round_now))
-        else:
-            report("client-done", round_now, client_of(reply))
-
-    confusions: dict[int, list[list[int]]] = {}
-    FedcoreFedAvg(config, log).start(
-        grid=ReportingGrid(grid, on_reply, stop),
-        initial_arrays=ArrayRecord(model.state_dict()),
+    recorder = RoundRecorder(config, on_progress)
+    evaluation = GlobalEvaluation(config, recorder)
+    FedcoreFedAvg(config, recorder.log).start(
+        grid=ReportingGrid(grid, recorder.on_reply, stop),
+        initial_arrays=ArrayRecord(build_model(config.seed).state_dict()),
         num_rounds=config.num_rounds,
         timeout=ROUND_TIMEOUT_SECONDS,
         train_config=ConfigRecord(),
-        evaluate_fn=evaluate_global,
+        evaluate_fn=evaluation,
     )
-    final = history[-1]
-    return FederatedResult(
-        history=history,
-        accuracy=final.accuracy,
-        loss=final.loss,
-        subset_accuracy=final.subset_accuracy,
-        confusion=confusions[final.round],
-        failures=list(log.failures),
-    )
+    return recorder.result()
