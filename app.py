@@ -23,16 +23,19 @@ def _():
     from fedcore.partition import label_counts, partition_clients
     from fedcore.report.figures import run_charts, to_png, to_svg
     from fedcore.report.html import report_html
+    from fedcore.settings import BY_NAME, control_range
 
     # Every run goes to the engine: processes of its own, shared by every session
     # of this server, started now so that it is warm by the first run. It queues
     # runs, merges identical ones and keeps their results.
     engine = shared_engine()
     return (
+        BY_NAME,
         ConfigError,
         DataError,
         ExperimentConfig,
         charts,
+        control_range,
         default_exclusions,
         engine,
         format_digits,
@@ -85,30 +88,27 @@ def _(mo, settings_from_cli):
 
 
 @app.cell(hide_code=True)
-def _(defaults, mo):
-    clients_slider = mo.ui.slider(
-        2, 10, value=defaults.num_clients, debounce=True, show_value=True, label="Clients"
-    )
-    rounds_slider = mo.ui.slider(
-        1, 20, value=defaults.num_rounds, debounce=True, show_value=True, label="Federated rounds"
-    )
-    epochs_slider = mo.ui.slider(
-        1, 20, value=defaults.local_epochs, debounce=True, show_value=True, label="Local epochs"
-    )
-    lr_input = mo.ui.number(
-        0.0001, 1.0, step=0.0001, value=defaults.learning_rate, label="Learning rate"
-    )
-    batch_input = mo.ui.number(1, 4096, step=1, value=defaults.batch_size, label="Batch size")
-    seed_input = mo.ui.number(0, 2**31 - 1, step=1, value=defaults.seed, label="Seed")
-    fraction_slider = mo.ui.slider(
-        0.1,
-        1.0,
-        step=0.1,
-        value=defaults.fraction_train,
-        debounce=True,
-        show_value=True,
-        label="Fraction of clients per round",
-    )
+def _(BY_NAME, control_range, defaults, mo):
+    def control(name):
+        """A setting's control: label, range and step from the settings table."""
+        setting = BY_NAME[name]
+        start, stop, step = control_range(setting)
+        value = getattr(defaults, name)
+        if setting.control == "slider":
+            return mo.ui.slider(
+                start, stop, step=step, value=value, debounce=True, show_value=True,
+                label=setting.label,
+            )  # fmt: skip
+        return mo.ui.number(start, stop, step=step, value=value, label=setting.label)
+
+    clients_slider = control("num_clients")
+    rounds_slider = control("num_rounds")
+    epochs_slider = control("local_epochs")
+    lr_input = control("learning_rate")
+    batch_input = control("batch_size")
+    momentum_input = control("momentum")
+    seed_input = control("seed")
+    fraction_slider = control("fraction_train")
     get_exclusions, set_exclusions = mo.state(defaults.excluded_digits)
     return (
         batch_input,
@@ -117,6 +117,7 @@ def _(defaults, mo):
         fraction_slider,
         get_exclusions,
         lr_input,
+        momentum_input,
         rounds_slider,
         seed_input,
         set_exclusions,
@@ -154,6 +155,7 @@ def _(
     fraction_slider,
     lr_input,
     mo,
+    momentum_input,
     rounds_slider,
     seed_input,
 ):
@@ -166,7 +168,7 @@ def _(
             mo.accordion(
                 {
                     "Advanced: optimiser, seed, client sampling": mo.hstack(
-                        [lr_input, batch_input, seed_input, fraction_slider],
+                        [lr_input, batch_input, momentum_input, seed_input, fraction_slider],
                         wrap=True,
                         justify="start",
                     )
@@ -221,11 +223,11 @@ def _(
 def _(
     ConfigError,
     batch_input,
-    defaults,
     epochs_slider,
     fraction_slider,
     lr_input,
     mo,
+    momentum_input,
     rounds_slider,
     split_config,
 ):
@@ -236,7 +238,7 @@ def _(
             local_epochs=epochs_slider.value,
             batch_size=int(batch_input.value),
             learning_rate=float(lr_input.value),
-            momentum=defaults.momentum,
+            momentum=float(momentum_input.value),
             fraction_train=round(float(fraction_slider.value), 2),
         )
     except ConfigError as _error:

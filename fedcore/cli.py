@@ -23,6 +23,7 @@ from fedcore.config import (
 from fedcore.engine import PHASES, EngineError, run_experiment
 from fedcore.progress import Progress
 from fedcore.results import ExperimentResult, ResultsError
+from fedcore.settings import SETTINGS
 from fedcore.storage import atomic_write_text
 
 DEFAULTS = ExperimentConfig()
@@ -59,50 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_setting_arguments(run: argparse.ArgumentParser) -> None:
-    """The experiment settings as flags, shared by the CLI and the app's `-- --flags`."""
-    run.add_argument(
-        "--data-dir",
-        default=DEFAULTS.data_dir,
-        metavar="DIR",
-        help="folder with the four MNIST IDX files "
-        "(default: $FEDCORE_DATA_DIR, else the Hugging Face Hub)",
-    )
-    run.add_argument("--clients", type=int, default=DEFAULTS.num_clients)
-    run.add_argument(
-        "--exclude",
-        default=None,
-        metavar="'1,3,7;2,5,8;4,6,9'",
-        help="excluded digits per client, ';' between clients (default: reference, cycled)",
-    )
-    run.add_argument("--rounds", type=int, default=DEFAULTS.num_rounds)
-    run.add_argument("--epochs", type=int, default=DEFAULTS.local_epochs)
-    run.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    run.add_argument("--lr", type=float, default=DEFAULTS.learning_rate)
-    run.add_argument("--momentum", type=float, default=DEFAULTS.momentum)
-    run.add_argument(
-        "--fraction",
-        type=float,
-        default=DEFAULTS.fraction_train,
-        help="fraction of clients that train in each round",
-    )
-    run.add_argument("--seed", type=int, default=DEFAULTS.seed)
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """The experiment settings as flags (from `fedcore.settings`), shared by the CLI
+    and the app's `-- --flags`."""
+    for setting in SETTINGS:
+        default = getattr(DEFAULTS, setting.name)
+        if setting.name == "excluded_digits":
+            default = None  # the reference, cycled to the number of clients
+        parser.add_argument(
+            setting.flag,
+            type=setting.kind,
+            default=default,
+            metavar=setting.dest.upper(),
+            help=f"{setting.help}{setting.describe_range()}",
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    exclusions = parse_exclusions(args.exclude) if args.exclude is not None else None
-    return ExperimentConfig(
-        num_clients=args.clients,
-        excluded_digits=exclusions if exclusions is not None else default_exclusions(args.clients),
-        num_rounds=args.rounds,
-        local_epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        momentum=args.momentum,
-        fraction_train=args.fraction,
-        seed=args.seed,
-        data_dir=args.data_dir,
+    values = {s.name: getattr(args, s.dest) for s in SETTINGS}
+    exclude = values["excluded_digits"]
+    values["excluded_digits"] = (
+        parse_exclusions(exclude) if exclude is not None else default_exclusions(args.clients)
     )
+    return ExperimentConfig(**values)
 
 
 @dataclass(frozen=True)

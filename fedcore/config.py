@@ -1,9 +1,11 @@
 """The one experiment config shared by the notebook, the CLI, Flower and the benchmarks.
 
-Every setting of the reference experiment lives here once. The notebook builds an
-`ExperimentConfig` from its controls, the CLI from its flags, Flower from
-`context.run_config` (flat kebab-case keys, see `to_run_config`), and the
-benchmarks from the defaults; all of them validate the same way.
+Each setting is described once, in `fedcore.settings` (default, limits, CLI
+flag, run-config key, label, help); this module turns that table into a frozen,
+validated config. The notebook builds an `ExperimentConfig` from its controls,
+the CLI from its flags, Flower from `context.run_config` (flat kebab-case keys,
+see `to_run_config`), and the benchmarks from the defaults; all of them
+validate the same way.
 """
 
 from __future__ import annotations
@@ -12,20 +14,13 @@ import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedcore.settings import BY_NAME, SETTINGS
+
 DATA_DIR_ENV = "FEDCORE_DATA_DIR"
-
-REFERENCE_EXCLUSIONS: tuple[tuple[int, ...], ...] = ((1, 3, 7), (2, 5, 8), (4, 6, 9))
-
-LIMITS = {
-    "num_clients": (2, 10),
-    "num_rounds": (1, 20),
-    "local_epochs": (1, 20),
-    "batch_size": (1, 60_000),
-}
 
 
 class ConfigError(ValueError):
@@ -72,7 +67,12 @@ def parse_exclusions(text: str) -> tuple[tuple[int, ...], ...]:
     return tuple(groups)
 
 
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
+REFERENCE_EXCLUSIONS: tuple[tuple[int, ...], ...] = parse_exclusions(
+    str(BY_NAME["excluded_digits"].default)
+)
+
+
+def _check_int(name: str, value: Any, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name} must be a whole number, got {value!r}")
     if not low <= value <= high:
@@ -92,24 +92,14 @@ def _check_float(name: str, value: Any, low: float, high: float, *, low_open: bo
 class ExperimentConfig:
     """Every setting of one experiment; the defaults are the reference experiment.
 
-    Parameters
-    ----------
-    num_clients : int
-        How many clients ("hospitals") share the MNIST training set, 2-10.
-    excluded_digits : tuple of tuples of int
-        For each client, the digits removed from its part of the data.
-    num_rounds : int
-        Federated rounds (FedAvg), 1-20.
-    local_epochs : int
-        Epochs each client trains per round, and the isolated models' epochs, 1-20.
-    batch_size, learning_rate, momentum : SGD settings shared by every model.
-    fraction_train : float
-        Fraction of clients that train in each federated round, (0, 1].
-    seed : int
-        Seeds the split, the initial weights and the batch order.
-    data_dir : str
-        Folder with the four MNIST IDX files. Empty: `$FEDCORE_DATA_DIR`, else
-        the Hugging Face Hub.
+    What each field means, its default and its limits are in `fedcore.settings`
+    (`SETTINGS`, one row per field). In short: `num_clients` clients share the
+    MNIST training set, client i never sees `excluded_digits[i]`; FedAvg runs
+    `num_rounds` rounds of `local_epochs` local epochs (also the isolated
+    models' epochs) of SGD (`batch_size`, `learning_rate`, `momentum`) with a
+    `fraction_train` of the clients per round; `seed` seeds the split, the
+    weights, the batch order and the sampling; `data_dir` holds the four MNIST
+    IDX files (empty: `$FEDCORE_DATA_DIR`, else the Hugging Face Hub).
 
     Example
     -------
@@ -118,24 +108,24 @@ class ExperimentConfig:
     True
     """
 
-    num_clients: int = 3
+    num_clients: int = BY_NAME["num_clients"].default  # type: ignore[assignment]
     excluded_digits: tuple[tuple[int, ...], ...] = REFERENCE_EXCLUSIONS
-    num_rounds: int = 3
-    local_epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 0.01
-    momentum: float = 0.9
-    fraction_train: float = 1.0
-    seed: int = 42
-    data_dir: str = field(default="", compare=True)
+    num_rounds: int = BY_NAME["num_rounds"].default  # type: ignore[assignment]
+    local_epochs: int = BY_NAME["local_epochs"].default  # type: ignore[assignment]
+    batch_size: int = BY_NAME["batch_size"].default  # type: ignore[assignment]
+    learning_rate: float = BY_NAME["learning_rate"].default  # type: ignore[assignment]
+    momentum: float = BY_NAME["momentum"].default  # type: ignore[assignment]
+    fraction_train: float = BY_NAME["fraction_train"].default  # type: ignore[assignment]
+    seed: int = BY_NAME["seed"].default  # type: ignore[assignment]
+    data_dir: str = BY_NAME["data_dir"].default  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        for name, (low, high) in LIMITS.items():
-            _check_int(name, getattr(self, name), low, high)
-        _check_int("seed", self.seed, 0, 2**31 - 1)
-        _check_float("learning_rate", self.learning_rate, 0.0, 10.0, low_open=True)
-        _check_float("momentum", self.momentum, 0.0, 0.999, low_open=False)
-        _check_float("fraction_train", self.fraction_train, 0.0, 1.0, low_open=True)
+        for setting in SETTINGS:  # the numbers, with the table's limits
+            value, low, high = getattr(self, setting.name), setting.low, setting.high
+            if setting.kind is int:
+                _check_int(setting.name, value, low, high)
+            elif setting.kind is float:
+                _check_float(setting.name, value, low, high, low_open=setting.low_open)
         if not isinstance(self.data_dir, str):
             raise ConfigError(f"data_dir must be a folder path, got {self.data_dir!r}")
         # Normalise lists (from JSON or a UI) into tuples so the config stays hashable.
@@ -253,15 +243,4 @@ class ExperimentConfig:
         return json.dumps(data, sort_keys=True)
 
 
-RUN_CONFIG_KEYS: dict[str, str] = {
-    "num_clients": "num-clients",
-    "excluded_digits": "exclude",
-    "num_rounds": "num-server-rounds",
-    "local_epochs": "local-epochs",
-    "batch_size": "batch-size",
-    "learning_rate": "learning-rate",
-    "momentum": "momentum",
-    "fraction_train": "fraction-train",
-    "seed": "seed",
-    "data_dir": "data-dir",
-}
+RUN_CONFIG_KEYS: dict[str, str] = {s.name: s.key for s in SETTINGS}

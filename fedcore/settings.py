@@ -1,0 +1,86 @@
+"""Every setting of an experiment, described once.
+
+`ExperimentConfig` takes its defaults and limits from here and validates with
+them, the CLI makes its flags from here, Flower's run config its keys, and the
+app its controls (`control_range`). A new setting is one more row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Control = Literal["slider", "number", "own"]  # "own": the app draws a control of its own
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its field in `ExperimentConfig`, where it is spelled elsewhere, its limits."""
+
+    name: str  # the ExperimentConfig field
+    kind: type  # int, float or str
+    default: object
+    key: str  # Flower's run-config key (`[tool.flwr.app.config]`)
+    flag: str  # the CLI flag (also `marimo run app.py -- FLAG VALUE`)
+    label: str  # the app's label
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # `low` itself is not allowed
+    control: Control = "number"
+    step: float | None = None  # the app's step (numbers: also its lowest value when `low_open`)
+
+    @property
+    def dest(self) -> str:
+        """The attribute argparse gives the flag."""
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    def describe_range(self) -> str:
+        """`", in (0, 10]"` or `", 2-10"`, for help texts; empty without limits."""
+        if self.low is None or self.high is None:
+            return ""
+        if self.kind is float:
+            return f", in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        return f", {int(self.low)}-{int(self.high)}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("num_clients", int, 3, "num-clients", "--clients", "Clients",
+            "how many clients share the MNIST training set", 2, 10, control="slider"),
+    Setting("excluded_digits", str, "1,3,7;2,5,8;4,6,9", "exclude", "--exclude",
+            "Which digits does each client not have?",
+            "excluded digits per client, ';' between clients (default: the reference, cycled)",
+            control="own"),
+    Setting("num_rounds", int, 3, "num-server-rounds", "--rounds", "Federated rounds",
+            "rounds of FedAvg", 1, 20, control="slider"),
+    Setting("local_epochs", int, 10, "local-epochs", "--epochs", "Local epochs",
+            "epochs each client trains per round, and the isolated models' epochs", 1, 20,
+            control="slider"),
+    Setting("batch_size", int, 64, "batch-size", "--batch-size", "Batch size",
+            "SGD batch size", 1, 60_000, step=1),
+    Setting("learning_rate", float, 0.01, "learning-rate", "--lr", "Learning rate",
+            "SGD learning rate", 0.0, 10.0, low_open=True, step=0.0001),
+    Setting("momentum", float, 0.9, "momentum", "--momentum", "Momentum",
+            "SGD momentum", 0.0, 0.999, step=0.001),
+    Setting("fraction_train", float, 1.0, "fraction-train", "--fraction",
+            "Fraction of clients per round", "fraction of clients that train in each round",
+            0.0, 1.0, low_open=True, control="slider", step=0.1),
+    Setting("seed", int, 42, "seed", "--seed", "Seed",
+            "seeds the split, the initial weights, the batch order and client sampling",
+            0, 2**31 - 1, step=1),
+    Setting("data_dir", str, "", "data-dir", "--data-dir", "Data folder",
+            "folder with the four MNIST IDX files (default: $FEDCORE_DATA_DIR, else the "
+            "Hugging Face Hub)", control="own"),
+)  # fmt: skip
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def control_range(setting: Setting) -> tuple[float, float, float]:
+    """`(start, stop, step)` of the app's control: the setting's own limits, an
+    open lower limit starting one step above it."""
+    if setting.low is None or setting.high is None:
+        raise ValueError(f"{setting.name} has no range")
+    step = setting.step or 1
+    start = setting.low + step if setting.low_open else setting.low
+    return start, setting.high, step
