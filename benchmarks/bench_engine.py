@@ -40,15 +40,6 @@ BEFORE_COMMIT = "e539a95"  # the last commit before the run engine
 SMALL = {"num_rounds": 1, "local_epochs": 1}
 
 
-def union_seconds(intervals: list[tuple[float, float]]) -> float:
-    total, reach = 0.0, 0.0
-    for start, end in sorted(intervals):
-        start = max(start, reach)
-        if end > start:
-            total, reach = total + end - start, end
-    return total
-
-
 def row(name: str, wall: float, clients: float) -> dict[str, float | str]:
     return {"run": name, "federated_s": wall, "clients_s": clients, "overhead_s": wall - clients}
 
@@ -81,6 +72,7 @@ def run_ray_kept(data_dir: str, runs: int) -> list[dict]:
 
     from fedcore.client_app import train_handler, with_run_config
     from fedcore.config import ExperimentConfig
+    from fedcore.engine.pool import covered_seconds
     from fedcore.federated import run_federated
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -119,7 +111,7 @@ def run_ray_kept(data_dir: str, runs: int) -> list[dict]:
         wall = time.perf_counter() - start
         intervals = [tuple(map(float, line.split())) for line in log.read_text().splitlines()]
         name = "reference" if index == runs else f"small {index + 1}"
-        rows.append(row(name, wall, union_seconds(intervals)))
+        rows.append(row(name, wall, covered_seconds(intervals)))
     shutdown()
     log.unlink()
     return rows

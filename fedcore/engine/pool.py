@@ -27,6 +27,16 @@ class WorkerDied(RuntimeError):
     """A worker process ended while it held a task."""
 
 
+def covered_seconds(intervals: list[tuple[float, float]], since: float = 0.0) -> float:
+    """The length of the union of `(start, end)` intervals, after `since`."""
+    total, reach = 0.0, since
+    for start, end in sorted(intervals):
+        start = max(start, reach)
+        if end > start:
+            total, reach = total + end - start, end
+    return total
+
+
 @dataclass
 class _Task:
     kind: str
@@ -94,12 +104,7 @@ class WorkerPool:
     def busy_seconds(self, since: float) -> float:
         """Wall-clock seconds since `since` (a `time.time()`) in which at least one
         worker ran a task: the tasks' own time, without what waits around them."""
-        total, reach = 0.0, since
-        for start, end in sorted(self.busy):
-            start = max(start, reach)
-            if end > start:
-                total, reach = total + end - start, end
-        return total
+        return covered_seconds(self.busy, since)
 
     def close(self) -> None:
         for process, conn in self._workers:

@@ -104,7 +104,6 @@ class RunHandle:
 
     def __init__(self, engine: Engine, job: _Job) -> None:
         self._engine, self._job = engine, job
-        self.config, self.phase = job.config, job.phase
         self._released = False
 
     def status(self) -> RunStatus:
