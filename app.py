@@ -206,10 +206,10 @@ def _(
         _message = mo.callout(mo.md(f"**These settings cannot run:** {_error}."), kind="danger")
     else:
         _message = None
-        if split_config.unlearnable_digits:
+        if split_config.excluded_by_all:
             _message = mo.callout(
                 mo.md(
-                    f"**Every client excludes {format_digits(split_config.unlearnable_digits)}.** "
+                    f"**Every client excludes {format_digits(split_config.excluded_by_all)}.** "
                     "No model, federated or not, can learn a digit that no client has: "
                     "expect 0% on it everywhere."
                 ),
@@ -412,7 +412,7 @@ def _(
     retry_button.value  # "Run again" submits the same settings anew
     for _previous in session_runs:
         _previous.release()  # nobody else waiting for it: the engine drops it
-    run = engine.submit(config)
+    run = engine.submit(config, "story")
     session_runs[:] = [run]
     stop_button = mo.ui.button(label="Stop", kind="danger", on_click=lambda _: run.stop())
     if run.done():
@@ -523,7 +523,7 @@ def _(charts, config, federated, mo, normalized_switch, tables):
                 wrap=True,
             ),
             charts.confusion_chart(
-                tables.confusion(tables.FEDERATED, federated.confusion, config.unlearnable_digits),
+                tables.confusion(tables.FEDERATED, federated.confusion, config.excluded_by_all),
                 normalized=normalized_switch.value,
             ),
         ]

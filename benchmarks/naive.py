@@ -38,7 +38,7 @@ from torchvision import transforms
 
 from fedcore.config import ExperimentConfig
 from fedcore.data import read_idx_split
-from fedcore.model import Net, build_model
+from fedcore.model import MLP, build_model
 
 TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
 
@@ -121,7 +121,7 @@ def naive_train(msg: Message, context: Context) -> Message:
     config = config_from_env()
     client = int(context.node_config["partition-id"])
     loader = client_loader(config, client)
-    model = Net()
+    model = MLP()
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     train_epochs(model, loader, config)
     metrics = MetricRecord({"num-examples": len(loader.dataset)})

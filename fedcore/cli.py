@@ -17,7 +17,7 @@ from fedcore.config import (
     ConfigError,
     ExperimentConfig,
     default_exclusions,
-    format_exclusions,
+    format_digits,
     parse_exclusions,
 )
 from fedcore.engine import PHASES, EngineError, run_experiment
@@ -47,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute everything again instead of reusing cached results (~/.cache/fedcore)",
     )
     add_setting_arguments(run)
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a grid of experiments (cached, resumable) into one JSON and one CSV table",
+        allow_abbrev=False,
+    )
+    sweep.add_argument(
+        "--vary",
+        action="append",
+        required=True,
+        metavar="NAME=V1,V2,...",
+        help="a setting and its values, e.g. split=exclude,dirichlet:0.1 or local-epochs=1,5 "
+        "(repeat for a grid; '|' separates values that hold commas)",
+    )
+    sweep.add_argument("--out", required=True, help="folder for cells/, sweep.json, sweep.csv")
+    sweep.add_argument("--phase", choices=PHASES, default="all")
+    add_setting_arguments(sweep)
     report = commands.add_parser(
         "report",
         help="a self-contained HTML report (and figures) from results JSON files",
@@ -116,32 +132,43 @@ def _pct(value: float | None) -> str:
 
 def format_table(result: ExperimentResult) -> str:
     """A short text table: one row per model, one column per test set."""
-    subsets = [",".join(map(str, s)) for s in result.config.missing_subsets]
-    header = f"{'model':<22}{'train':>7}{'full':>8}{'own missing':>13}" + "".join(
-        f"{'[' + s + ']':>10}" for s in subsets
+    subsets = result.subsets
+    widths = [max(10, len(s) + 4) for s in subsets]
+    header = f"{'model':<24}{'train':>7}{'full':>8}{'own missing':>13}" + "".join(
+        f"{'[' + s + ']':>{w}}" for s, w in zip(subsets, widths, strict=True)
     )
     lines = [header, "-" * len(header)]
-    for c in result.isolated or []:
-        name = f"isolated {c.client} (-{','.join(map(str, c.excluded)) or 'none'})"
+
+    def row(name: str, size: object, accuracy: float, own: float | None, scores: dict) -> None:
         lines.append(
-            f"{name:<22}{c.train_size:>7}{_pct(c.accuracy):>8}{_pct(c.missing_accuracy):>13}"
-            + "".join(f"{_pct(c.subset_accuracy[s]):>10}" for s in subsets)
+            f"{name:<24}{size!s:>7}{_pct(accuracy):>8}{_pct(own):>13}"
+            + "".join(f"{_pct(scores.get(s)):>{w}}" for s, w in zip(subsets, widths, strict=True))
         )
+
+    for c in result.isolated or []:
+        row(f"isolated {c.client} (-{format_digits(c.excluded) or 'none'})"[:23], c.train_size,
+            c.accuracy, c.missing_accuracy, c.subset_accuracy)  # fmt: skip
+    if result.isolated:
+        mean = sum(c.accuracy for c in result.isolated) / len(result.isolated)
+        lines.append(f"{'isolated (mean)':<24}{'':>7}{_pct(mean):>8}")
     federated = result.federated
     if federated is not None:
-        lines.append(
-            f"{'federated (global)':<22}{'':>7}{_pct(federated.accuracy):>8}{'-':>13}"
-            + "".join(f"{_pct(federated.subset_accuracy[s]):>10}" for s in subsets)
-        )
+        row("federated (global)", "", federated.accuracy, None, federated.subset_accuracy)
+    if result.centralized is not None:
+        c = result.centralized
+        row("centralized (pooled)", c.train_size, c.accuracy, None, c.subset_accuracy)
+    config = result.config
+    if federated is not None:
         rounds = ", ".join(f"{h.round}: {_pct(h.accuracy).strip()}" for h in federated.history)
         lines.append(f"global accuracy per round: {rounds}")
+        reached = federated.rounds_to_target
+        lines.append(
+            f"rounds to {config.target_accuracy:g}%: "
+            + (str(reached) if reached is not None else f"not reached in {config.num_rounds}")
+        )
         lines += [f"failure: {failure}" for failure in federated.failures]
     timing = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.timings.items())
-    config = result.config
-    lines.append(
-        f"config: exclude {format_exclusions(config.excluded_digits)}, "
-        f"{config.num_rounds} rounds, {config.local_epochs} epochs, seed {config.seed}"
-    )
+    lines.append(f"config: {config.summary()}")
     lines.append(f"time: {timing}")
     return "\n".join(lines)
 
@@ -182,10 +209,83 @@ def write_report(args: argparse.Namespace) -> int:
     return 0
 
 
+class SweepProgress:
+    """One progress bar on stderr for the whole sweep (a line per cell when not a terminal)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.finished, self.cell, self.detail = total, 0, "", ""
+        self.live = sys.stderr.isatty()
+
+    def draw(self, final: bool = False) -> None:
+        width = 24
+        filled = width * self.finished // max(self.total, 1)
+        line = f"sweep [{'#' * filled}{'.' * (width - filled)}] {self.finished}/{self.total}"
+        if self.cell and not final:
+            line += f"  {self.cell}{': ' + self.detail if self.detail else ''}"
+        if self.live:
+            print(f"\r\033[K{line}", end="\n" if final else "", file=sys.stderr, flush=True)
+        elif not self.detail or final:
+            print(line, file=sys.stderr, flush=True)
+
+    def on_cell(self, index: int, cell: object, state: str) -> None:
+        self.cell, self.detail = getattr(cell, "name", ""), ""
+        if state == "running":
+            self.draw()
+            return
+        self.finished += 1
+        if state == "kept":
+            self.detail = "kept from an earlier run"
+        self.draw(final=self.finished == self.total)
+
+    def on_event(self, kind: str, event: object) -> None:
+        if kind == "progress" and isinstance(event, Progress) and event.kind == "round-done":
+            self.detail = f"round {event.history[-1].round}/{event.num_rounds}"
+            if self.live:
+                self.draw()
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    from fedcore.engine import Engine
+    from fedcore.sweep import grid, parse_vary, run_sweep
+
+    try:
+        cells = grid(config_from_args(args), [parse_vary(text) for text in args.vary])
+    except ConfigError as error:
+        print(f"fedcore: invalid setting: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    progress = SweepProgress(len(cells))
+    rows = []
+    try:
+        with Engine() as engine:
+
+            def run(config: ExperimentConfig, on_event: object) -> ExperimentResult:
+                handle = engine.submit(config, args.phase)
+                handle.subscribe(on_event)
+                return handle.result()
+
+            for row in run_sweep(cells, out, run, progress.on_cell, progress.on_event):
+                rows.append(row)
+    except EngineError as error:
+        print(f"\nfedcore: sweep cell {progress.cell} failed: {error}", file=sys.stderr)
+        return 2 if error.kind == "setting" else 1
+    except KeyboardInterrupt:
+        print(
+            f"\nfedcore: sweep interrupted after {len(rows)} of {len(cells)} cells; the finished "
+            f"cells are kept in {out / 'cells'}: run the same command to go on",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"sweep table written to {out / 'sweep.csv'} and {out / 'sweep.json'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return write_report(args)
+    if args.command == "sweep":
+        return run_sweep_command(args)
     try:
         config = config_from_args(args)
     except ConfigError as error:

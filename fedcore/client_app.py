@@ -17,7 +17,7 @@ from flwr.clientapp import ClientApp
 from fedcore.config import ExperimentConfig
 from fedcore.data import MnistData, load_mnist
 from fedcore.local_training import train_on_partition
-from fedcore.model import Net
+from fedcore.model import build_model
 from fedcore.partition import ClientPartition, partition_clients
 from fedcore.run_config import experiment_config
 
@@ -53,7 +53,7 @@ def train_handler(msg: Message, context: Context) -> Message:
     server_round = int(msg.content["config"]["server-round"])
     try:
         data, partition = _partition(config, partition_id)
-        model = Net()
+        model = build_model(config.seed, config.model)
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         losses = train_on_partition(model, data, partition, config, server_round)
     except Exception as error:

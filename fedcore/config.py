@@ -45,10 +45,13 @@ def format_exclusions(exclusions: Sequence[Sequence[int]]) -> str:
 def parse_exclusions(text: str) -> tuple[tuple[int, ...], ...]:
     """Parse `"1,3,7;2,5,8;4,6,9"`: one group per client, `;` between clients.
 
-    An empty group (`"1,3,7;;4,6,9"`) is a client that excludes nothing.
+    An empty group (`"1,3,7;;4,6,9"`) is a client that excludes nothing; an empty
+    text is no exclusions at all (splits other than exclude).
     """
     if not isinstance(text, str):
         raise ConfigError(f"exclude must be a string like '1,3,7;2,5,8;4,6,9', got {text!r}")
+    if not text.strip():
+        return ()
     groups = []
     for number, group in enumerate(text.split(";"), start=1):
         digits = []
@@ -70,6 +73,62 @@ def parse_exclusions(text: str) -> tuple[tuple[int, ...], ...]:
 REFERENCE_EXCLUSIONS: tuple[tuple[int, ...], ...] = parse_exclusions(
     str(BY_NAME["excluded_digits"].default)
 )
+
+# split kind -> (its parameter's type, default, what it means); None: no parameter
+SPLITS: dict[str, tuple[type, object, str] | None] = {
+    "exclude": None,
+    "iid": None,
+    "dirichlet": (float, 0.5, "alpha, > 0 (small: each client holds few digits)"),
+    "classes": (int, 2, "digits per client, 1-10"),
+    "shards": (int, 2, "label-sorted shards per client, >= 1"),
+    "sizes": (
+        str,
+        "linear",
+        "how sizes grow with the client number: linear, square or exponential",
+    ),
+}
+SIZE_LAWS = ("linear", "square", "exponential")
+
+
+def parse_split(text: str) -> tuple[str, Any]:
+    """`"dirichlet:0.1"` -> `("dirichlet", 0.1)`, `"shards"` -> `("shards", 2)` (its default)."""
+    if not isinstance(text, str):
+        raise ConfigError(f"split must be text like 'dirichlet:0.1', got {text!r}")
+    kind, _, given = text.strip().partition(":")
+    kind = kind.strip().lower()
+    known = ", ".join(
+        name if spec is None else f"{name}:{spec[1]}" for name, spec in SPLITS.items()
+    )
+    if kind not in SPLITS:
+        raise ConfigError(f"split {text!r}: unknown kind {kind!r} (known: {known})")
+    spec = SPLITS[kind]
+    if spec is None:
+        if given.strip():
+            raise ConfigError(f"split {text!r}: {kind} takes no parameter")
+        return kind, None
+    kind_type, default, meaning = spec
+    if not given.strip():
+        return kind, default
+    try:
+        value = kind_type(given.strip())
+    except ValueError:
+        raise ConfigError(f"split {text!r}: the parameter is {meaning}") from None
+    bad = (
+        (kind == "dirichlet" and not 0 < value < float("inf"))
+        or (kind == "classes" and not 1 <= value <= 10)
+        or (kind == "shards" and value < 1)
+        or (kind == "sizes" and value not in SIZE_LAWS)
+    )
+    if bad:
+        raise ConfigError(f"split {text!r}: the parameter is {meaning}")
+    return kind, value
+
+
+def format_split(kind: str, value: Any) -> str:
+    """The normal spelling of a split: `("dirichlet", 0.1)` -> `"dirichlet:0.1"`."""
+    return (
+        kind if value is None else f"{kind}:{value:g}" if kind == "dirichlet" else f"{kind}:{value}"
+    )
 
 
 def _check_int(name: str, value: Any, low: float, high: float) -> None:
@@ -109,13 +168,17 @@ class ExperimentConfig:
     """
 
     num_clients: int = BY_NAME["num_clients"].default  # type: ignore[assignment]
+    split: str = BY_NAME["split"].default  # type: ignore[assignment]
     excluded_digits: tuple[tuple[int, ...], ...] = REFERENCE_EXCLUSIONS
+    model: str = BY_NAME["model"].default  # type: ignore[assignment]
     num_rounds: int = BY_NAME["num_rounds"].default  # type: ignore[assignment]
     local_epochs: int = BY_NAME["local_epochs"].default  # type: ignore[assignment]
     batch_size: int = BY_NAME["batch_size"].default  # type: ignore[assignment]
     learning_rate: float = BY_NAME["learning_rate"].default  # type: ignore[assignment]
     momentum: float = BY_NAME["momentum"].default  # type: ignore[assignment]
     fraction_train: float = BY_NAME["fraction_train"].default  # type: ignore[assignment]
+    min_train_clients: int = BY_NAME["min_train_clients"].default  # type: ignore[assignment]
+    target_accuracy: float = BY_NAME["target_accuracy"].default  # type: ignore[assignment]
     seed: int = BY_NAME["seed"].default  # type: ignore[assignment]
     data_dir: str = BY_NAME["data_dir"].default  # type: ignore[assignment]
 
@@ -128,6 +191,16 @@ class ExperimentConfig:
                 _check_float(setting.name, value, low, high, low_open=setting.low_open)
         if not isinstance(self.data_dir, str):
             raise ConfigError(f"data_dir must be a folder path, got {self.data_dir!r}")
+        if self.min_train_clients > self.num_clients:
+            raise ConfigError(
+                f"min_train_clients ({self.min_train_clients}) is more than the "
+                f"{self.num_clients} clients"
+            )
+        object.__setattr__(self, "split", format_split(*parse_split(self.split)))
+        if self.model not in BY_NAME["model"].choices:
+            raise ConfigError(
+                f"model must be one of {', '.join(BY_NAME['model'].choices)}, got {self.model!r}"
+            )
         # Normalise lists (from JSON or a UI) into tuples so the config stays hashable.
         exclusions = self.excluded_digits
         if isinstance(exclusions, str) or not isinstance(exclusions, Sequence):
@@ -139,8 +212,18 @@ class ExperimentConfig:
                 f"excluded_digits must be one list of digits per client, got {exclusions!r}"
             )
         exclusions = tuple(tuple(digits) for digits in exclusions)
+        if self.split_kind != "exclude":
+            # The reference exclusions are the field's default: they mean "none given".
+            if exclusions not in ((), REFERENCE_EXCLUSIONS, default_exclusions(self.num_clients)):
+                raise ConfigError(
+                    f"excluded digits apply to the exclude split only; the split is {self.split}"
+                )
+            exclusions = ()
+        elif exclusions == ():  # the exclude split with nothing given: nobody excludes
+            exclusions = ((),) * self.num_clients
         object.__setattr__(self, "excluded_digits", exclusions)
-        self._check_exclusions()
+        if self.split_kind == "exclude":
+            self._check_exclusions()
 
     def _check_exclusions(self) -> None:
         if len(self.excluded_digits) != self.num_clients:
@@ -164,21 +247,26 @@ class ExperimentConfig:
     # ----------------------------------------------------------------- derived
 
     @property
-    def missing_subsets(self) -> tuple[tuple[int, ...], ...]:
-        """The distinct, non-empty missing-digit sets, sorted: the test subsets we report."""
-        seen: dict[tuple[int, ...], None] = {}
-        for digits in self.excluded_digits:
-            if digits:
-                seen.setdefault(tuple(sorted(digits)), None)
-        return tuple(seen)
+    def split_kind(self) -> str:
+        """`"dirichlet"` for `"dirichlet:0.1"`."""
+        return self.split.partition(":")[0]
 
     @property
-    def unlearnable_digits(self) -> tuple[int, ...]:
-        """Digits every client excludes: no model, federated or not, can learn them."""
-        common = set(range(10))
-        for digits in self.excluded_digits:
-            common &= set(digits)
-        return tuple(sorted(common))
+    def split_parameter(self) -> Any:
+        return parse_split(self.split)[1]
+
+    @property
+    def excluded_by_all(self) -> tuple[int, ...]:
+        """Digits every client excludes (exclude split): no model can learn them."""
+        if not self.excluded_digits:
+            return ()
+        return tuple(sorted(set.intersection(*(set(d) for d in self.excluded_digits))))
+
+    @property
+    def total_local_epochs(self) -> int:
+        """Epochs one client trains over a run when it trains every round: the
+        centralized baseline's epochs."""
+        return self.num_rounds * self.local_epochs
 
     def resolved_data_dir(self) -> str:
         """The folder to read, absolute: the config's, else `$FEDCORE_DATA_DIR`; "" = the Hub."""
@@ -230,11 +318,11 @@ class ExperimentConfig:
 
     def summary(self) -> str:
         """The settings in one line, as the CLI's flags spell them (for logs)."""
-        return (
-            f"--clients {self.num_clients} --exclude '{format_exclusions(self.excluded_digits)}' "
-            f"--rounds {self.num_rounds} --epochs {self.local_epochs} "
-            f"--batch-size {self.batch_size} --lr {self.learning_rate} "
-            f"--momentum {self.momentum} --fraction {self.fraction_train} --seed {self.seed}"
+        values = self.to_run_config()
+        return " ".join(
+            f"{s.flag} '{values[s.key]}'" if s.kind is str else f"{s.flag} {values[s.key]}"
+            for s in SETTINGS
+            if s.name != "data_dir" and (s.name != "excluded_digits" or values[s.key])
         )
 
     def cache_key(self) -> str:

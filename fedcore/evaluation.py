@@ -46,6 +46,26 @@ def subset_accuracy(confusion: torch.Tensor, digits: Sequence[int]) -> float:
     return float(rows[range(len(digits)), list(digits)].sum()) / total if total else 0.0
 
 
+def digit_accuracy(confusion: Sequence[Sequence[int]]) -> list[float]:
+    """Accuracy on the test images of each digit (0 for a digit with no image)."""
+    matrix = torch.as_tensor(confusion, dtype=torch.float64)
+    totals = matrix.sum(dim=1)
+    return (matrix.diagonal() / totals.clamp(min=1)).tolist()
+
+
+def cross_accuracy(
+    confusions: Sequence[Sequence[Sequence[int]]], label_counts: Sequence[Sequence[int]]
+) -> list[list[float]]:
+    """Model i scored on client j's data (rows i, columns j): its per-digit test
+    accuracy weighted by client j's training images per digit, i.e. its accuracy
+    on test images drawn with client j's label mix. The diagonal is how a model
+    does on the kind of data it was trained on; off the diagonal, on the others'."""
+    accuracy = torch.tensor([digit_accuracy(c) for c in confusions], dtype=torch.float64)
+    mix = torch.as_tensor(label_counts, dtype=torch.float64)
+    mix = mix / mix.sum(dim=1, keepdim=True).clamp(min=1)
+    return (accuracy @ mix.T).tolist()
+
+
 def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, subsets: Sequence[Sequence[int]]
 ) -> Evaluation:

@@ -24,6 +24,7 @@ from fedcore.config import ExperimentConfig
 from fedcore.data import load_mnist
 from fedcore.evaluation import Evaluation, evaluate
 from fedcore.model import build_model
+from fedcore.partition import missing_subsets, partition_clients
 from fedcore.progress import FederatedRunError, Progress, ProgressCallback
 from fedcore.results import FederatedResult, RoundResult
 
@@ -108,7 +109,7 @@ class FedcoreFedAvg(FedAvg):
         super().__init__(
             fraction_train=config.fraction_train,
             fraction_evaluate=0.0,  # the server evaluates the global model centrally
-            min_train_nodes=1,
+            min_train_nodes=config.min_train_clients,
             min_available_nodes=config.num_clients,
         )
         self.log = log
@@ -131,7 +132,7 @@ class FedcoreFedAvg(FedAvg):
         self.log.failures += failures
         self.log.client_loss[server_round] = losses  # in client order, as the replies
         if not losses:
-            reasons = "; ".join(failures) or "no client replied in time"
+            reasons = "; ".join(dict.fromkeys(failures)) or "no client replied in time"
             raise FederatedRunError(f"round {server_round}: every client failed ({reasons})")
         return super().aggregate_train(server_round, replies)
 
@@ -205,6 +206,11 @@ class RoundRecorder:
         else:
             self.report("client-done", round_now, client_of(reply))
 
+    def rounds_to_target(self) -> int | None:
+        """The first round after which the global model reached the target accuracy."""
+        target = self.config.target_accuracy / 100
+        return next((r.round for r in self.history if r.round and r.accuracy >= target), None)
+
     def result(self) -> FederatedResult:
         final = self.history[-1]
         return FederatedResult(
@@ -214,6 +220,7 @@ class RoundRecorder:
             subset_accuracy=final.subset_accuracy,
             confusion=self.confusions[final.round],
             failures=list(self.log.failures),
+            rounds_to_target=self.rounds_to_target(),
         )
 
 
@@ -224,12 +231,13 @@ class GlobalEvaluation:
     def __init__(self, config: ExperimentConfig, recorder: RoundRecorder) -> None:
         self.config, self.recorder = config, recorder
         self.data = load_mnist(config)
-        self.model = build_model(config.seed)
+        self.subsets = missing_subsets(partition_clients(self.data.train_y, config))
+        self.model = build_model(config.seed, config.model)
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         self.model.load_state_dict(arrays.to_torch_state_dict())
         data = self.data
-        evaluation = evaluate(self.model, data.test_x, data.test_y, self.config.missing_subsets)
+        evaluation = evaluate(self.model, data.test_x, data.test_y, self.subsets)
         self.recorder.record_round(server_round, evaluation)
         return MetricRecord({"accuracy": evaluation.accuracy, "loss": evaluation.loss})
 
@@ -251,7 +259,7 @@ def run_federated(
     evaluation = GlobalEvaluation(config, recorder)
     FedcoreFedAvg(config, recorder.log).start(
         grid=ReportingGrid(grid, recorder.on_reply, stop),
-        initial_arrays=ArrayRecord(build_model(config.seed).state_dict()),
+        initial_arrays=ArrayRecord(build_model(config.seed, config.model).state_dict()),
         num_rounds=config.num_rounds,
         timeout=ROUND_TIMEOUT_SECONDS,
         train_config=ConfigRecord(),

@@ -1,4 +1,5 @@
-"""The first half of the experiment: every client trains a model on its own data only.
+"""The baselines: every client trains a model on its own data only (isolated), and
+one model trains on everyone's data pooled (centralized, the upper bound).
 
 An isolated model is, step for step, what the client computes in round 1 of
 the federated run: the same initial weights, data, settings and batch order.
@@ -9,16 +10,19 @@ takes the isolated models from round 1 instead of training them twice
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 
-from fedcore.config import ExperimentConfig, format_digits
+from fedcore.config import ExperimentConfig
 from fedcore.data import MnistData
-from fedcore.evaluation import evaluate
-from fedcore.local_training import ClientEpochCallback, train_on_partition
-from fedcore.model import Net, build_model
+from fedcore.evaluation import evaluate, subset_accuracy
+from fedcore.local_training import ClientEpochCallback, batch_order_seed, train_on_partition
+from fedcore.model import build_model
 from fedcore.partition import ClientPartition
-from fedcore.results import ClientResult
+from fedcore.results import CentralizedResult, ClientResult
+from fedcore.training import train
 
 
 def fit_isolated_model(
@@ -26,11 +30,58 @@ def fit_isolated_model(
     partition: ClientPartition,
     config: ExperimentConfig,
     on_epoch: ClientEpochCallback | None = None,
-) -> tuple[Net, list[float]]:
+) -> tuple[nn.Module, list[float]]:
     """Train one client's model from the shared initial weights; return it and its losses."""
-    model = build_model(config.seed)
+    model = build_model(config.seed, config.model)
     losses = train_on_partition(model, data, partition, config, server_round=1, on_epoch=on_epoch)
     return model, losses
+
+
+def pooled_indices(partitions: Sequence[ClientPartition]) -> torch.Tensor:
+    """Every client's training images together, client 1's first."""
+    return torch.cat([partition.indices for partition in partitions])
+
+
+def fit_centralized_model(
+    data: MnistData,
+    partitions: Sequence[ClientPartition],
+    config: ExperimentConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[nn.Module, list[float]]:
+    """The centralized baseline: the shared initial weights trained on the pooled
+    data for `config.total_local_epochs` epochs (batch order: its own seed)."""
+    model = build_model(config.seed, config.model)
+    indices = pooled_indices(partitions)
+    losses = train(
+        model,
+        data.train_x[indices],
+        data.train_y[indices],
+        epochs=config.total_local_epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        momentum=config.momentum,
+        seed=batch_order_seed(config.seed, client=0, server_round=1),
+        on_epoch=on_epoch,
+    )
+    return model, losses
+
+
+def centralized_result(
+    model: nn.Module,
+    losses: list[float],
+    data: MnistData,
+    partitions: Sequence[ClientPartition],
+    subsets: Sequence[Sequence[int]],
+) -> CentralizedResult:
+    report = evaluate(model, data.test_x, data.test_y, subsets)
+    return CentralizedResult(
+        train_size=sum(p.size for p in partitions),
+        epochs=len(losses),
+        loss=losses,
+        accuracy=report.accuracy,
+        subset_accuracy=report.subset_accuracy,
+        confusion=report.confusion,
+    )
 
 
 def client_result(
@@ -38,18 +89,21 @@ def client_result(
     losses: list[float],
     data: MnistData,
     partition: ClientPartition,
-    config: ExperimentConfig,
+    subsets: Sequence[Sequence[int]],
 ) -> ClientResult:
     """Evaluate a client's model on the full test set and every missing-digit subset."""
-    report = evaluate(model, data.test_x, data.test_y, config.missing_subsets)
-    own = format_digits(sorted(partition.excluded))
+    report = evaluate(model, data.test_x, data.test_y, subsets)
     return ClientResult(
         client=partition.client,
         excluded=list(partition.excluded),
         train_size=partition.size,
         loss=losses,
         accuracy=report.accuracy,
-        missing_accuracy=report.subset_accuracy[own] if partition.excluded else None,
+        missing_accuracy=(
+            subset_accuracy(torch.tensor(report.confusion), partition.excluded)
+            if partition.excluded
+            else None
+        ),
         subset_accuracy=report.subset_accuracy,
         confusion=report.confusion,
         label_counts=torch.bincount(data.train_y[partition.indices], minlength=10).tolist(),

@@ -1,36 +1,88 @@
-"""The spec's MLP, built deterministically from a seed."""
+"""The lab's models, chosen by name and built deterministically from a seed.
+
+- "mlp": the spec's MLP, 784-128-10 (the default).
+- "2nn": McMahan et al. 2017's 2NN, 784-200-200-10.
+- "cnn": McMahan et al. 2017's CNN for MNIST (1,663,370 parameters).
+
+All three take flattened (n, 784) images. There is no `Net` class any more:
+the architecture is a setting, so callers build models with
+`build_model(seed, kind)`. An `MLP()` with its default hidden layer has the
+old `Net`'s state_dict (same keys, same shapes).
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 NUM_CLASSES = 10
+MODELS = ("mlp", "2nn", "cnn")
 
 
-class Net(nn.Module):
-    """`Linear(784, 128) -> ReLU -> Linear(128, 10)` on flattened 28x28 images."""
+class MLP(nn.Module):
+    """`Linear(784, h1) -> ReLU -> ... -> Linear(hk, 10)` on flattened 28x28 images.
 
-    def __init__(self) -> None:
+    The linear layers sit at the even indices of `self.layers`; `training.train`
+    relies on that layout for its written-out passes.
+    """
+
+    def __init__(self, hidden: Sequence[int] = (128,)) -> None:
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, NUM_CLASSES))
+        widths = [28 * 28, *hidden, NUM_CLASSES]
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(widths, widths[1:], strict=False):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        self.layers = nn.Sequential(*layers[:-1])  # no ReLU on the logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
 
+class CNN(nn.Module):
+    """McMahan et al. 2017's CNN: two 5x5 convolutions (32, then 64 channels),
+    each followed by ReLU and 2x2 max pooling, then a 512-unit ReLU layer and
+    the 10 logits. It takes flattened images like the MLPs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(1, 32, kernel_size=5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, kernel_size=5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(7 * 7 * 64, 512),
+            nn.ReLU(),
+            nn.Linear(512, NUM_CLASSES),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x.reshape(-1, 1, 28, 28))
+
+
+_CONSTRUCTORS: dict[str, Callable[[], nn.Module]] = {
+    "mlp": MLP,
+    "2nn": lambda: MLP(hidden=(200, 200)),
+    "cnn": CNN,
+}
+
 _INIT_LOCK = threading.Lock()
 
 
-def build_model(seed: int) -> Net:
-    """Same seed, same initial weights, without touching the global RNG state.
+def build_model(seed: int, kind: str = "mlp") -> nn.Module:
+    """Same seed and kind, same initial weights, without touching the global RNG state.
 
     PyTorch initialises layers from the global generator, so the seeding and
     the construction happen under a lock: clients built in parallel threads
     cannot interleave their draws.
     """
+    if kind not in _CONSTRUCTORS:
+        raise ValueError(f"unknown model {kind!r}: choose one of {', '.join(MODELS)}")
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return Net()
+        return _CONSTRUCTORS[kind]()

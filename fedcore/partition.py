@@ -1,27 +1,50 @@
-"""Split the MNIST training set across clients, then take digits away from each.
+"""Split the MNIST training set across clients.
 
-The split is Flower Datasets' `IidPartitioner` over a seeded shuffle, exactly
-what `FederatedDataset(shuffle=True, seed=...)` gives, as indices into the
-in-memory tensors, whichever source the images came from.
+Every split is Flower Datasets' own: the training set shuffled with the seed
+(what `FederatedDataset(shuffle=True, seed=...)` does), then one of its
+partitioners. The result is indices into the in-memory tensors, whichever
+source the images came from.
+
+- `exclude` (the story's): `IidPartitioner`, then each client's excluded digits removed;
+- `iid`: `IidPartitioner`;
+- `dirichlet:ALPHA`: `DirichletPartitioner` (label skew; NIID-Bench's Dir(alpha));
+- `classes:K`: `PathologicalPartitioner` (K digits per client; NIID-Bench's #C=K);
+- `shards:K`: `ShardPartitioner` (K label-sorted shards per client; McMahan et al.);
+- `sizes:LAW`: `LinearPartitioner`, `SquarePartitioner` or `ExponentialPartitioner`.
+
+The IID split, the default's, is computed here in NumPy (tested equal to the
+library): importing `datasets` costs a fresh process 1-5 s, each SuperNode and
+worker included. The others go through the library once and their indices are
+kept on disk, so the other processes of a run read them instead.
 """
 
 from __future__ import annotations
 
+import hashlib
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from fedcore.config import ExperimentConfig
+from fedcore.config import ConfigError, ExperimentConfig, parse_split
+from fedcore.storage import atomic_file, cache_dir
 
 if TYPE_CHECKING:
     import pandas as pd
 
+MAX_REPORTED_SUBSETS = 10  # missing-digit subsets scored every round (the first clients')
+
 
 @dataclass(frozen=True)
 class ClientPartition:
-    """One client's training data: indices into `MnistData.train_x`."""
+    """One client's training data: indices into `MnistData.train_x`.
+
+    `excluded`: the digits it has no image of (the exclude split: its excluded
+    digits; any other: whatever the split left it without).
+    """
 
     client: int  # 1-based, as users count
     excluded: tuple[int, ...]
@@ -38,17 +61,110 @@ def iid_shards(num_samples: int, num_partitions: int, seed: int) -> list[torch.T
     `Dataset.shuffle(seed)` is the permutation `np.random.default_rng(seed)`
     draws, and `IidPartitioner` cuts it into contiguous shards whose sizes
     differ by at most one (`Dataset.shard(contiguous=True)`): the same two
-    steps here, in NumPy, equal to flwr-datasets' own result (tested against
-    it). Going through `datasets` instead cost every fresh process, each Ray
-    worker and SuperNode included, a 2-5 s import.
+    steps here, in NumPy, equal to flwr-datasets' own result (tested against it).
     """
     permutation = np.random.default_rng(seed).permutation(num_samples)
     return [torch.from_numpy(shard) for shard in np.array_split(permutation, num_partitions)]
 
 
+def library_partitioner(split: str, num_partitions: int, seed: int):  # noqa: ANN201
+    """The flwr-datasets partitioner for a split other than exclude / iid."""
+    from flwr_datasets import partitioner as fp  # heavy: only for these splits
+
+    kind, value = parse_split(split)
+    if kind == "dirichlet":
+        return fp.DirichletPartitioner(
+            num_partitions=num_partitions, partition_by="label", alpha=value, seed=seed
+        )
+    if kind == "classes":
+        return fp.PathologicalPartitioner(
+            num_partitions=num_partitions,
+            partition_by="label",
+            num_classes_per_partition=value,
+            seed=seed,
+        )
+    if kind == "shards":
+        return fp.ShardPartitioner(
+            num_partitions=num_partitions,
+            partition_by="label",
+            num_shards_per_partition=value,
+            seed=seed,
+        )
+    if kind == "sizes":
+        laws = {
+            "linear": fp.LinearPartitioner,
+            "square": fp.SquarePartitioner,
+            "exponential": fp.ExponentialPartitioner,
+        }
+        return laws[value](num_partitions=num_partitions)
+    raise ValueError(f"{split} is computed without the library")
+
+
+def library_split(
+    labels: np.ndarray, split: str, num_partitions: int, seed: int
+) -> list[np.ndarray]:
+    """Indices of each partition, as flwr-datasets computes them over the shuffled labels."""
+    import datasets
+
+    kind, value = parse_split(split)
+    if kind == "shards" and num_partitions * value > len(labels):
+        raise ConfigError(
+            f"split {split} with {num_partitions} clients cannot be made: "
+            f"{num_partitions * value} shards of {len(labels)} images would be empty"
+        )
+    table = datasets.Dataset.from_dict({"label": labels, "index": np.arange(len(labels))})
+    partitioner = library_partitioner(split, num_partitions, seed)
+    partitioner.dataset = table.shuffle(seed=seed)
+    try:
+        with warnings.catch_warnings():  # retries and deprecations: the outcome is what counts
+            warnings.simplefilter("ignore")
+            return [
+                np.asarray(partitioner.load_partition(i)["index"], dtype=np.int64)
+                for i in range(num_partitions)
+            ]
+    except (ValueError, ZeroDivisionError) as error:  # what the library raises for these
+        raise ConfigError(
+            f"split {split} with {num_partitions} clients cannot be made: {error}"
+        ) from None
+
+
+def _split_cache_path(labels: np.ndarray, split: str, num_partitions: int, seed: int):  # noqa: ANN202
+    key = hashlib.sha256(labels.tobytes())
+    key.update(f"{split}|{num_partitions}|{seed}".encode())
+    return cache_dir() / "splits" / f"{key.hexdigest()[:24]}.npz"
+
+
+def split_indices(
+    labels: torch.Tensor, split: str, num_partitions: int, seed: int
+) -> list[torch.Tensor]:
+    """Each client's indices for `split` (before any digit is excluded)."""
+    if parse_split(split)[0] in ("exclude", "iid"):
+        return iid_shards(len(labels), num_partitions, seed)
+    array = labels.numpy()
+    path = _split_cache_path(array, split, num_partitions, seed)
+    try:
+        with np.load(path) as stored:
+            parts = np.split(stored["indices"], stored["offsets"])
+    except (OSError, ValueError, KeyError):
+        parts = library_split(array, split, num_partitions, seed)
+        try:
+            with atomic_file(path, durable=False) as file:
+                offsets = np.cumsum([len(p) for p in parts])[:-1]
+                np.savez(file, indices=np.concatenate(parts), offsets=offsets)
+        except OSError:
+            pass  # a read-only disk only costs the next process the library call
+    return [torch.from_numpy(part) for part in parts]
+
+
 def partition_clients(labels: torch.Tensor, config: ExperimentConfig) -> list[ClientPartition]:
-    """The IID shards with each client's excluded digits removed."""
-    shards = iid_shards(len(labels), config.num_clients, config.seed)
+    """Every client's data; with the exclude split, its excluded digits removed."""
+    shards = split_indices(labels, config.split, config.num_clients, config.seed)
+    if config.split_kind != "exclude":
+        counts = [torch.bincount(labels[shard], minlength=10) for shard in shards]
+        return [
+            ClientPartition(client, tuple((count == 0).nonzero().flatten().tolist()), shard)
+            for client, (shard, count) in enumerate(zip(shards, counts, strict=True), start=1)
+        ]
     partitions = []
     for client, (shard, excluded) in enumerate(zip(shards, config.excluded_digits, strict=True), 1):
         keep = ~torch.isin(labels[shard], torch.tensor(excluded, dtype=labels.dtype))
@@ -56,11 +172,28 @@ def partition_clients(labels: torch.Tensor, config: ExperimentConfig) -> list[Cl
     return partitions
 
 
+def missing_subsets(partitions: Sequence[ClientPartition]) -> tuple[tuple[int, ...], ...]:
+    """The test subsets scored for every model: the distinct digit sets clients miss,
+    sorted, in client order (the first `MAX_REPORTED_SUBSETS` of them)."""
+    seen: dict[tuple[int, ...], None] = {}
+    for partition in partitions:
+        if partition.excluded:
+            seen.setdefault(tuple(sorted(partition.excluded)), None)
+    return tuple(seen)[:MAX_REPORTED_SUBSETS]
+
+
+def client_label_counts(
+    labels: torch.Tensor, partitions: Sequence[ClientPartition]
+) -> list[list[int]]:
+    """Images per digit of every client (rows: clients)."""
+    return [torch.bincount(labels[p.indices], minlength=10).tolist() for p in partitions]
+
+
 def label_counts(labels: torch.Tensor, partitions: list[ClientPartition]) -> pd.DataFrame:
     """Long table `client, digit, count, excluded` (every digit, zeros included) for charts."""
     from fedcore.tables import label_counts_table  # pandas: not for every process
 
     return label_counts_table(
-        (part.client, torch.bincount(labels[part.indices], minlength=10).tolist(), part.excluded)
-        for part in partitions
+        (part.client, counts, part.excluded)
+        for part, counts in zip(partitions, client_label_counts(labels, partitions), strict=True)
     )

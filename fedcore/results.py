@@ -36,6 +36,19 @@ class ClientResult:
 
 
 @dataclass(frozen=True)
+class CentralizedResult:
+    """The upper bound: one model trained on every client's data pooled, for as many
+    epochs over it as one client trains over a whole run (rounds x local epochs)."""
+
+    train_size: int
+    epochs: int
+    loss: list[float]  # mean training loss of every epoch
+    accuracy: float
+    subset_accuracy: dict[str, float]
+    confusion: list[list[int]]
+
+
+@dataclass(frozen=True)
 class RoundResult:
     """The global model after `round` rounds (0 = the initial weights)."""
 
@@ -55,6 +68,8 @@ class FederatedResult:
     subset_accuracy: dict[str, float]
     confusion: list[list[int]]
     failures: list[str] = field(default_factory=list)  # "client K failed in round N: why"
+    # the first round after which the global model reached the config's target accuracy
+    rounds_to_target: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,7 +85,12 @@ class ExperimentResult:
     config: ExperimentConfig
     isolated: list[ClientResult] | None = None
     federated: FederatedResult | None = None
+    centralized: CentralizedResult | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    # the split: training images per digit of every client (rows: clients, 1 first)
+    label_counts: list[list[int]] = field(default_factory=list)
+    # isolated model i scored on client j's label mix (rows: i, columns: j)
+    cross_accuracy: list[list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"config": self.config.to_dict()}
@@ -78,6 +98,11 @@ class ExperimentResult:
             data["isolated"] = [asdict(client) for client in self.isolated]
         if self.federated is not None:
             data["federated"] = self.federated.to_dict()
+        if self.centralized is not None:
+            data["centralized"] = asdict(self.centralized)
+        if self.cross_accuracy is not None:
+            data["cross_accuracy"] = self.cross_accuracy
+        data["label_counts"] = self.label_counts
         data["timings"] = dict(self.timings)
         return data
 
@@ -85,12 +110,33 @@ class ExperimentResult:
     def from_dict(cls, data: dict[str, Any]) -> ExperimentResult:
         isolated = data.get("isolated")
         federated = data.get("federated")
+        centralized = data.get("centralized")
         return cls(
             config=ExperimentConfig.from_dict(data["config"]),
             isolated=None if isolated is None else [ClientResult(**c) for c in isolated],
             federated=None if federated is None else FederatedResult.from_dict(federated),
+            centralized=None if centralized is None else CentralizedResult(**centralized),
             timings=dict(data.get("timings", {})),
+            label_counts=data.get("label_counts", []),
+            cross_accuracy=data.get("cross_accuracy"),
         )
+
+    @property
+    def unlearnable_digits(self) -> tuple[int, ...]:
+        """Digits no client has an image of: no model can learn them."""
+        counts = self.label_counts or [c.label_counts for c in self.isolated or []]
+        if not counts:
+            return ()
+        totals = [sum(column) for column in zip(*counts, strict=True)]
+        return tuple(d for d, total in enumerate(totals) if total == 0)
+
+    @property
+    def subsets(self) -> list[str]:
+        """The missing-digit subsets every model was scored on (`"1,3,7"`, ...)."""
+        for scored in (self.federated, *(self.isolated or []), self.centralized):
+            if scored is not None:
+                return list(scored.subset_accuracy)
+        return []
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

@@ -29,6 +29,8 @@ class Setting:
     low_open: bool = False  # `low` itself is not allowed
     control: Control = "number"
     step: float | None = None  # the app's step (numbers: also its lowest value when `low_open`)
+    app_high: float | None = None  # the app's control stops here (see `APP_LIMITS_WHY`)
+    choices: tuple[str, ...] = ()  # the values a text setting may take (empty: any)
 
     @property
     def dest(self) -> str:
@@ -46,13 +48,22 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("num_clients", int, 3, "num-clients", "--clients", "Clients",
-            "how many clients share the MNIST training set", 2, 10, control="slider"),
+            "how many clients share the MNIST training set", 2, 100, control="slider",
+            app_high=20),
+    Setting("split", str, "exclude", "split", "--split", "Data split",
+            "how the training set is split: exclude (IID, then each client's --exclude digits "
+            "removed), iid, dirichlet:ALPHA (label skew), classes:K (K digits per client), "
+            "shards:K (K label-sorted shards per client), sizes[:linear|square|exponential] "
+            "(unequal sizes)", control="own"),
     Setting("excluded_digits", str, "1,3,7;2,5,8;4,6,9", "exclude", "--exclude",
             "Which digits does each client not have?",
-            "excluded digits per client, ';' between clients (default: the reference, cycled)",
-            control="own"),
+            "excluded digits per client, ';' between clients (default: the reference, cycled; "
+            "the exclude split only)", control="own"),
+    Setting("model", str, "mlp", "model", "--model", "Model",
+            "mlp (784-128-10), 2nn (784-200-200-10, McMahan et al.) or cnn (McMahan et al.)",
+            control="own", choices=("mlp", "2nn", "cnn")),
     Setting("num_rounds", int, 3, "num-server-rounds", "--rounds", "Federated rounds",
-            "rounds of FedAvg", 1, 20, control="slider"),
+            "rounds of FedAvg", 1, 1000, control="slider", app_high=50),
     Setting("local_epochs", int, 10, "local-epochs", "--epochs", "Local epochs",
             "epochs each client trains per round, and the isolated models' epochs", 1, 20,
             control="slider"),
@@ -65,6 +76,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fraction_train", float, 1.0, "fraction-train", "--fraction",
             "Fraction of clients per round", "fraction of clients that train in each round",
             0.0, 1.0, low_open=True, control="slider", step=0.1),
+    Setting("min_train_clients", int, 1, "min-train-clients", "--min-clients",
+            "At least this many clients per round",
+            "fewest clients that train in a round, whatever the fraction", 1, 100, step=1,
+            app_high=20),
+    Setting("target_accuracy", float, 97.0, "target-accuracy", "--target",
+            "Target test accuracy (%)",
+            "the results say after how many rounds the global model first reached this test "
+            "accuracy (percent)", 0.0, 100.0, low_open=True, step=0.5),
     Setting("seed", int, 42, "seed", "--seed", "Seed",
             "seeds the split, the initial weights, the batch order and client sampling",
             0, 2**31 - 1, step=1),
@@ -75,6 +94,12 @@ SETTINGS: tuple[Setting, ...] = (
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
+APP_LIMITS_WHY = (
+    "The page's sliders stop at 20 clients and 50 rounds: beyond that a run takes minutes "
+    "and its charts stop being readable. The CLI, sweeps and `flwr run .` take up to 100 "
+    "clients and 1000 rounds."
+)
+
 
 def control_range(setting: Setting) -> tuple[float, float, float]:
     """`(start, stop, step)` of the app's control: the setting's own limits, an
@@ -83,4 +108,4 @@ def control_range(setting: Setting) -> tuple[float, float, float]:
         raise ValueError(f"{setting.name} has no range")
     step = setting.step or 1
     start = setting.low + step if setting.low_open else setting.low
-    return start, setting.high, step
+    return start, setting.app_high or setting.high, step

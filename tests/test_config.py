@@ -21,8 +21,8 @@ def test_defaults_are_the_reference_experiment():
     assert config.excluded_digits == ((1, 3, 7), (2, 5, 8), (4, 6, 9))
     assert (config.num_rounds, config.local_epochs, config.batch_size) == (3, 10, 64)
     assert (config.learning_rate, config.momentum, config.fraction_train) == (0.01, 0.9, 1.0)
-    assert config.missing_subsets == ((1, 3, 7), (2, 5, 8), (4, 6, 9))
-    assert config.unlearnable_digits == ()
+    assert (config.split, config.model, config.min_train_clients) == ("exclude", "mlp", 1)
+    assert config.excluded_by_all == ()
 
 
 def test_run_config_round_trip_is_lossless():
@@ -64,10 +64,10 @@ def test_unknown_run_config_key_is_named():
     [
         (
             {"num_clients": 1, "excluded_digits": ((1,),)},
-            "num_clients must be between 2 and 10, got 1",
+            "num_clients must be between 2 and 100, got 1",
         ),
-        ({"num_clients": 11}, "num_clients must be between 2 and 10, got 11"),
-        ({"num_rounds": 0}, "num_rounds must be between 1 and 20, got 0"),
+        ({"num_clients": 101}, "num_clients must be between 2 and 100, got 101"),
+        ({"num_rounds": 0}, "num_rounds must be between 1 and 1000, got 0"),
         ({"local_epochs": 21}, "local_epochs must be between 1 and 20, got 21"),
         ({"local_epochs": 2.5}, "local_epochs must be a whole number, got 2.5"),
         ({"batch_size": 0}, "batch_size must be between 1 and 60000, got 0"),
@@ -100,7 +100,49 @@ def test_validation_messages(changes, message):
 
 def test_digit_excluded_by_every_client_is_allowed_and_reported():
     config = ExperimentConfig(excluded_digits=((1, 3), (3, 5), (3, 9)))
-    assert config.unlearnable_digits == (3,)
+    assert config.excluded_by_all == (3,)
+
+
+@pytest.mark.parametrize(
+    ("text", "normal"),
+    [("exclude", "exclude"), (" IID ", "iid"), ("dirichlet", "dirichlet:0.5"),
+     ("dirichlet:0.10", "dirichlet:0.1"), ("classes:3", "classes:3"), ("shards", "shards:2"),
+     ("sizes", "sizes:linear"), ("sizes:exponential", "sizes:exponential")],
+)  # fmt: skip
+def test_split_is_kept_in_its_normal_spelling(text, normal):
+    config = ExperimentConfig(split=text, excluded_digits=())
+    assert config.split == normal
+    assert ExperimentConfig.from_run_config(config.to_run_config()) == config
+
+
+@pytest.mark.parametrize(
+    ("split", "message"),
+    [("zipf", "unknown kind 'zipf' \\(known: exclude, iid, dirichlet:0.5"),
+     ("dirichlet:0", "alpha, > 0"), ("dirichlet:x", "alpha"), ("classes:11", "1-10"),
+     ("shards:0", ">= 1"), ("iid:3", "iid takes no parameter"), ("sizes:cubic", "linear, square")],
+)  # fmt: skip
+def test_bad_splits_say_what_is_wrong(split, message):
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig(split=split)
+
+
+def test_exclusions_belong_to_the_exclude_split():
+    # the default exclusions mean "none given" and are dropped for other splits
+    assert ExperimentConfig(split="iid").excluded_digits == ()
+    assert ExperimentConfig(num_clients=5, split="iid", excluded_digits=default_exclusions(5))
+    with pytest.raises(ConfigError, match="exclude split only"):
+        ExperimentConfig(split="iid", excluded_digits=((1,), (2,), (3, 4)))
+
+
+def test_scale_limits_and_min_clients():
+    config = ExperimentConfig(num_clients=100, split="iid", num_rounds=1000, batch_size=1)
+    assert (config.num_clients, config.num_rounds) == (100, 1000)
+    with pytest.raises(ConfigError, match="num_clients must be between 2 and 100"):
+        ExperimentConfig(num_clients=101, split="iid")
+    with pytest.raises(ConfigError, match="min_train_clients \\(4\\) is more than the 3"):
+        ExperimentConfig(min_train_clients=4)
+    with pytest.raises(ConfigError, match="model must be one of mlp, 2nn, cnn"):
+        ExperimentConfig(model="resnet")
 
 
 def test_parse_exclusions():

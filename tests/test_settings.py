@@ -14,8 +14,10 @@ NUMBERS = [s for s in SETTINGS if s.kind in (int, float)]
 def config_with(setting, value) -> ExperimentConfig:
     """The defaults with one setting changed (clients come with as many exclusions)."""
     changes = {setting.name: setting.kind(value)}
-    if setting.name == "num_clients" and 2 <= value <= 10:
+    if setting.name == "num_clients" and value >= 2:
         changes["excluded_digits"] = default_exclusions(int(value))
+    if setting.name == "min_train_clients" and 3 < value <= 100:  # as many clients at least
+        changes |= {"num_clients": int(value), "excluded_digits": default_exclusions(int(value))}
     return ExperimentConfig(**changes)
 
 
@@ -33,11 +35,13 @@ def test_one_row_per_config_field_with_the_config_defaults():
 
 def test_cli_flags_and_run_config_keys_round_trip_every_setting(mnist_dir):
     changed = ExperimentConfig(
-        num_clients=4, excluded_digits=((1,), (2, 3), (), (9,)), num_rounds=5, local_epochs=2,
-        batch_size=32, learning_rate=0.05, momentum=0.5, fraction_train=0.5, seed=7,
-        data_dir=str(mnist_dir),
+        num_clients=4, split="dirichlet:0.3", excluded_digits=(), model="2nn", num_rounds=5,
+        local_epochs=2, batch_size=32, learning_rate=0.05, momentum=0.5, fraction_train=0.5,
+        min_train_clients=2, target_accuracy=90.0, seed=7, data_dir=str(mnist_dir),
     )  # fmt: skip
     assert all(getattr(changed, s.name) != s.default for s in SETTINGS)
+    with_exclusions = changed.replace(split="exclude", excluded_digits=((1,), (2, 3), (), (9,)))
+    assert ExperimentConfig.from_run_config(with_exclusions.to_run_config()) == with_exclusions
     run_config = changed.to_run_config()
     assert set(run_config) == {s.key for s in SETTINGS}
     assert ExperimentConfig.from_run_config(run_config) == changed
@@ -64,4 +68,4 @@ def test_the_apps_controls_span_exactly_what_the_config_accepts(setting):
         assert getattr(config_with(setting, value), setting.name) == setting.kind(value)
     with pytest.raises(ConfigError):  # one step below the control is refused
         config_with(setting, setting.low if setting.low_open else start - step)
-    assert stop == setting.high
+    assert stop == (setting.app_high or setting.high)

@@ -4,6 +4,7 @@ from torch.nn import functional as F
 
 from fedcore.evaluation import confusion_matrix, evaluate, subset_accuracy
 from fedcore.model import build_model
+from fedcore.reference_training import reference_train
 from fedcore.training import train
 
 
@@ -55,11 +56,14 @@ def test_train_reports_each_epoch():
 
 
 def test_train_matches_autograd_and_torch_optim_sgd():
-    """The written-out passes and update are torch.optim.SGD with momentum on the
-    batch-mean cross-entropy, batches in the same seeded order (a short last batch too)."""
+    """The written-out passes and update, and `reference_train`, are torch.optim.SGD
+    with momentum on the batch-mean cross-entropy, batches in the same seeded order
+    (a short last batch too)."""
     x, y = toy_data(300)
-    ours, reference = build_model(3), build_model(3)
-    losses = train(ours, x, y, epochs=3, batch_size=32, learning_rate=0.05, momentum=0.9, seed=5)
+    ours, textbook, reference = build_model(3), build_model(3), build_model(3)
+    settings = dict(epochs=3, batch_size=32, learning_rate=0.05, momentum=0.9, seed=5)
+    losses = train(ours, x, y, **settings)
+    textbook_losses = reference_train(textbook, x, y, **settings)
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
     generator = torch.Generator().manual_seed(5)
     expected = []
@@ -75,8 +79,12 @@ def test_train_matches_autograd_and_torch_optim_sgd():
             total += loss.item() * len(batch)
         expected.append(total / 300)
     assert losses == pytest.approx(expected, rel=1e-5)
-    for p, q in zip(ours.parameters(), reference.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
+    assert textbook_losses == pytest.approx(expected, rel=1e-6)
+    for p, q, r in zip(
+        ours.parameters(), textbook.parameters(), reference.parameters(), strict=True
+    ):
+        torch.testing.assert_close(p, r, rtol=0, atol=1e-5)
+        torch.testing.assert_close(q, r, rtol=0, atol=1e-6)
 
 
 def test_confusion_and_subset_accuracy():

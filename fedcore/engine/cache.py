@@ -69,6 +69,8 @@ def isolated_client_key(config: ExperimentConfig, partition: ClientPartition) ->
         {
             "data_dir": config.resolved_data_dir(),
             "num_clients": config.num_clients,
+            "split": config.split,
+            "model": config.model,
             "seed": config.seed,
             "client": partition.client,
             "excluded": list(partition.excluded),

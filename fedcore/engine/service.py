@@ -30,9 +30,16 @@ from fedcore.data import DataError, MnistData, load_mnist
 from fedcore.engine.cache import ResultCache, isolated_client_key
 from fedcore.engine.child import connect_to_parent
 from fedcore.engine.pool import TaskError, WorkerDied, WorkerPool
-from fedcore.isolated import client_result
+from fedcore.engine.supervisor import PHASE_PARTS, Phase
+from fedcore.evaluation import cross_accuracy
+from fedcore.isolated import centralized_result, client_result
 from fedcore.model import build_model
-from fedcore.partition import ClientPartition, partition_clients
+from fedcore.partition import (
+    ClientPartition,
+    client_label_counts,
+    missing_subsets,
+    partition_clients,
+)
 from fedcore.progress import FederatedRunError
 from fedcore.results import ClientResult, ExperimentResult, FederatedResult
 
@@ -165,22 +172,50 @@ class IsolatedModels:
             for task in self._training:
                 task.cancel()  # only those not started yet
 
-    def results(self, data: MnistData) -> list[ClientResult]:
+    def results(self, data: MnistData, subsets: tuple[tuple[int, ...], ...]) -> list[ClientResult]:
         """Each model's report; every model is cached (complete models only)."""
         out = []
         for partition in self.partitions:
             entry = self._entries[partition.client].result()
             if self.cache is not None:
                 self.cache.put("isolated", isolated_client_key(self.config, partition), entry)
-            model = build_model(self.config.seed)
+            model = build_model(self.config.seed, self.config.model)
             model.load_state_dict(entry["weights"])
-            out.append(client_result(model, entry["losses"], data, partition, self.config))
+            out.append(client_result(model, entry["losses"], data, partition, subsets))
         return out
+
+
+class CentralizedModel:
+    """The centralized baseline's weights and losses: from the cache or trained in a pool."""
+
+    def __init__(self, config: ExperimentConfig, cache: ResultCache | None, emit: Emit) -> None:
+        self.config, self.cache = config, cache
+        cached = cache.get("centralized", config.cache_key()) if cache else None
+        self.task: Future = Future()
+        if cached is not None:
+            self.task.set_result(cached)
+        self.emit = emit
+
+    def train(self, pool: WorkerPool) -> None:
+        if not self.task.done():
+            self.task = pool.submit(
+                "centralized", (self.config,), lambda v: self.emit("centralized-epoch", v)
+            )
+
+    def wait(self, stop: threading.Event) -> dict[str, Any]:
+        while not self.task.done():
+            if stop.wait(0.02):
+                self.task.cancel()  # only if not started yet
+                raise JobCancelled
+        entry = self.task.result()
+        if self.cache is not None:
+            self.cache.put("centralized", self.config.cache_key(), entry)
+        return entry
 
 
 def run_job(
     config: ExperimentConfig,
-    phase: str,
+    phase: Phase,
     pools: Pools,
     cache: ResultCache | None,
     emit: Emit,
@@ -188,21 +223,27 @@ def run_job(
 ) -> ExperimentResult:
     """One experiment; `stop` set by the supervisor ends it early (`JobCancelled`).
 
-    With both phases, the federated run starts first; the isolated models come
-    from the cache, else from round 1 when every client trains in it, else
-    (and for any client that failed in round 1) from the isolated pool.
+    The federated run starts first; the centralized baseline trains in the
+    isolated pool meanwhile. The isolated models come from the cache, else from
+    round 1 when every client trains in it, else (and for any client that
+    failed in round 1) from the isolated pool.
     """
+    parts = PHASE_PARTS[phase]
     begin = time.perf_counter()
     data = load_mnist(config)
+    partitions = partition_clients(data.train_y, config)  # also puts a library split on disk
     timings = {"load": time.perf_counter() - begin}
-    partitions = partition_clients(data.train_y, config)
-    models = IsolatedModels(config, partitions, cache, emit) if phase != "federated" else None
+    subsets = missing_subsets(partitions)
+    models = IsolatedModels(config, partitions, cache, emit) if "isolated" in parts else None
+    centralized = CentralizedModel(config, cache, emit) if "centralized" in parts else None
+    if centralized is not None:
+        centralized.train(pools.isolated)
     federated: FederatedResult | None = None
     isolated: list[ClientResult] | None = None
     outcome: dict[str, Any] = {}
     federated_thread = None
     halt = threading.Event()  # ends the federated run: stopped, or the other phase failed
-    if phase != "isolated":
+    if "federated" in parts:
         entry = cache.get("federated", config.cache_key()) if cache else None
         if entry is not None:
             federated = FederatedResult.from_dict(entry)
@@ -233,7 +274,7 @@ def run_job(
                     models.train_missing(pools.isolated)
 
             models.wait(stop, idle=train_what_round_one_did_not_give)
-            isolated = models.results(data)
+            isolated = models.results(data, subsets)
             timings["isolated"] = time.perf_counter() - start
             emit("isolated", isolated)
         if federated_thread is not None:
@@ -249,12 +290,31 @@ def run_job(
             timings["federated-clients"] = outcome["clients"]
             if cache is not None:
                 cache.put("federated", config.cache_key(), federated.to_dict())
+        baseline = None
+        if centralized is not None:
+            start = time.perf_counter()
+            entry = centralized.wait(stop)
+            model = build_model(config.seed, config.model)
+            model.load_state_dict(entry["weights"])
+            baseline = centralized_result(model, entry["losses"], data, partitions, subsets)
+            timings["centralized-wait"] = time.perf_counter() - start
     finally:
         halt.set()
         if federated_thread is not None:
             federated_thread.join()
     timings["total"] = time.perf_counter() - begin
-    return ExperimentResult(config=config, isolated=isolated, federated=federated, timings=timings)
+    counts = client_label_counts(data.train_y, partitions)
+    return ExperimentResult(
+        config=config,
+        isolated=isolated,
+        federated=federated,
+        centralized=baseline,
+        timings=timings,
+        label_counts=counts,
+        cross_accuracy=(
+            None if isolated is None else cross_accuracy([c.confusion for c in isolated], counts)
+        ),
+    )
 
 
 def failure(error: BaseException) -> tuple[str, str]:

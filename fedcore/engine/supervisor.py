@@ -36,8 +36,17 @@ from typing import Any, Literal
 from fedcore.config import ExperimentConfig
 from fedcore.results import ClientResult, ExperimentResult, RoundResult
 
-Phase = Literal["isolated", "federated", "all"]
-PHASES: tuple[Phase, ...] = ("isolated", "federated", "all")
+Phase = Literal["isolated", "federated", "centralized", "story", "all"]
+# What each phase computes: "story" is what the story page shows (no centralized
+# baseline, which would cost it time); "all" adds the baseline.
+PHASE_PARTS: dict[Phase, frozenset[str]] = {
+    "isolated": frozenset({"isolated"}),
+    "federated": frozenset({"federated"}),
+    "centralized": frozenset({"centralized"}),
+    "story": frozenset({"isolated", "federated"}),
+    "all": frozenset({"isolated", "federated", "centralized"}),
+}
+PHASES: tuple[Phase, ...] = tuple(PHASE_PARTS)
 State = Literal["queued", "running", "done", "failed", "stopped"]
 STOP_GRACE_SECONDS = 1.5
 log = logging.getLogger("fedcore.engine")
@@ -317,6 +326,9 @@ class Engine:
                 job.detail = f"round {payload.server_round}: {payload.detail}"
         elif kind == "isolated":
             job.isolated = payload
+        elif kind == "centralized-epoch":
+            epoch, _ = payload
+            job.detail = f"centralized baseline: epoch {epoch}/{job.config.total_local_epochs}"
         for listener in job.listeners:
             listener(kind, payload)
 

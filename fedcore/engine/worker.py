@@ -44,6 +44,20 @@ def fit_isolated(config: Any, client: int, send_progress: Callable[[Any], None])
     return {"weights": model.state_dict(), "losses": losses}
 
 
+def fit_centralized(config: Any, send_progress: Callable[[Any], None]) -> dict[str, Any]:
+    """Train the centralized baseline; its weights and losses."""
+    from fedcore.data import load_mnist
+    from fedcore.isolated import fit_centralized_model
+    from fedcore.partition import partition_clients
+
+    data = load_mnist(config)
+    partitions = partition_clients(data.train_y, config)
+    model, losses = fit_centralized_model(
+        data, partitions, config, lambda epoch, loss: send_progress((epoch, loss))
+    )
+    return {"weights": model.state_dict(), "losses": losses}
+
+
 def serve(conn: Channel, role: str, nice: int) -> None:
     """Answer tasks until the engine closes the channel. `role` names the pool
     (the tasks are the same); `nice` lowers this worker's scheduling priority."""
@@ -60,6 +74,8 @@ def serve(conn: Channel, role: str, nice: int) -> None:
                 value = run_client_app(*args)
             elif kind == "isolated":
                 value = fit_isolated(*args, lambda v: conn.send(("progress", v)))
+            elif kind == "centralized":
+                value = fit_centralized(*args, lambda v: conn.send(("progress", v)))
             else:
                 raise ValueError(f"unknown task {kind!r}")
         except Exception as error:

@@ -47,7 +47,7 @@ def run_charts(result: ExperimentResult) -> dict[str, Callable[[], alt.TopLevelM
             tables.federated_client_losses(federated), n
         )
         out["federated-confusion-matrix"] = lambda: charts.confusion_chart(
-            tables.confusion(tables.FEDERATED, federated.confusion, config.unlearnable_digits),
+            tables.confusion(tables.FEDERATED, federated.confusion, result.unlearnable_digits),
             normalized=True,
         )
         if isolated and not tables.story(isolated, federated).empty:

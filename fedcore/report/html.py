@@ -50,12 +50,12 @@ def _figure(name: str, chart: alt.TopLevelMixin) -> str:
 
 def accuracy_table(result: ExperimentResult) -> str:
     """Every model on every test set; a model's own missing digits in red."""
-    subsets = [",".join(map(str, s)) for s in result.config.missing_subsets]
+    subsets = result.subsets
     head = "".join(f"<th>digits {html.escape(s)}</th>" for s in subsets)
     rows = []
     for c in result.isolated or []:
         own = ",".join(map(str, sorted(c.excluded)))
-        cells = "".join(_cell(c.subset_accuracy[s], s == own) for s in subsets)
+        cells = "".join(_cell(c.subset_accuracy.get(s), s == own) for s in subsets)
         rows.append(
             f'<tr data-model="client {c.client}"><td>Client {c.client} alone</td>'
             f"{_cell(c.accuracy)}{cells}</tr>"
@@ -64,20 +64,34 @@ def accuracy_table(result: ExperimentResult) -> str:
         f = result.federated
         cells = "".join(_cell(f.subset_accuracy[s]) for s in subsets)
         rows.append(f'<tr data-model="federated"><td>Federated</td>{_cell(f.accuracy)}{cells}</tr>')
+    if result.centralized is not None:
+        c = result.centralized
+        cells = "".join(_cell(c.subset_accuracy.get(s)) for s in subsets)
+        rows.append(
+            f'<tr data-model="centralized"><td>Centralized (all data pooled)</td>'
+            f"{_cell(c.accuracy)}{cells}</tr>"
+        )
     return f"<table><tr><th>model</th><th>all digits</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def _story(result: ExperimentResult) -> str:
     config, isolated, federated = result.config, result.isolated, result.federated
     parts = [
-        f"<p>{config.num_clients} clients, {config.num_rounds} round(s) of FedAvg, "
+        f"<p>{config.num_clients} clients, split {config.split}, model {config.model}, "
+        f"{config.num_rounds} round(s) of FedAvg, "
         f"{config.local_epochs} local epoch(s), batch {config.batch_size}, learning rate "
-        f"{config.learning_rate}, seed {config.seed}. Excluded digits: "
-        + "; ".join(
-            f"client {i}: {','.join(map(str, d)) or 'none'}"
-            for i, d in enumerate(config.excluded_digits, start=1)
+        f"{config.learning_rate}, seed {config.seed}."
+        + (
+            " Excluded digits: "
+            + "; ".join(
+                f"client {i}: {','.join(map(str, d)) or 'none'}"
+                for i, d in enumerate(config.excluded_digits, start=1)
+            )
+            + "."
+            if config.excluded_digits
+            else ""
         )
-        + ".</p>"
+        + "</p>"
     ]
     if isolated:
         lines = "".join(

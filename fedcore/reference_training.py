@@ -1,0 +1,55 @@
+"""The textbook training loop: autograd and `torch.optim.SGD`.
+
+`training.train` is the fast version of exactly this loop for the MLPs (its
+forward and backward passes written out) and is tested equal to it; other
+models (the CNN) are trained by this loop itself. Both draw the same seeded
+batch order: one `torch.randperm` per epoch from a generator seeded with
+`seed`, batches sliced from the permuted tensors, the last one possibly short.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fedcore.training import EpochCallback, flush_denormals, use_one_thread
+
+
+def reference_train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    momentum: float,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> list[float]:
+    """Train in place with SGD + momentum on the mean cross-entropy of each batch;
+    return the mean training loss of every epoch (`on_epoch(epoch, loss)` after each)."""
+    if len(x) == 0:
+        raise ValueError("cannot train on an empty dataset")
+    use_one_thread()
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
+    losses: list[float] = []
+    with flush_denormals():
+        for epoch in range(1, epochs + 1):
+            order = torch.randperm(len(x), generator=generator)
+            epoch_x, epoch_y = x[order], y[order]
+            total = 0.0
+            for start in range(0, len(x), batch_size):
+                batch_x = epoch_x[start : start + batch_size]
+                batch_y = epoch_y[start : start + batch_size]
+                loss = F.cross_entropy(model(batch_x), batch_y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(batch_y)
+            losses.append(total / len(x))
+            if on_epoch is not None:
+                on_epoch(epoch, losses[-1])
+    return losses

@@ -1,0 +1,182 @@
+"""Sweeps: a grid of experiments through the engine, one results table out.
+
+`python -m fedcore sweep --vary split=exclude,dirichlet:0.1 --vary local-epochs=1,5
+--out sweep/` runs every combination of the varied settings on top of the other
+flags. Each finished cell is written to `OUT/cells/` at once, so a sweep
+interrupted (Ctrl-C, a closed laptop) resumes where it stopped when the same
+command runs again; the table (`OUT/sweep.json`, `OUT/sweep.csv`) is rewritten
+after every cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedcore.config import ConfigError, ExperimentConfig, default_exclusions, parse_exclusions
+from fedcore.results import ExperimentResult, ResultsError
+from fedcore.settings import SETTINGS, Setting
+from fedcore.storage import atomic_write_text
+
+MAX_CELLS = 1000
+
+
+def find_setting(name: str) -> Setting:
+    """A setting by its CLI flag (`local-epochs` or `--epochs`), run-config key or field name."""
+    wanted = name.strip().removeprefix("--")
+    for setting in SETTINGS:
+        spellings = {setting.name, setting.key, setting.flag.removeprefix("--"), setting.dest}
+        if wanted in spellings or wanted.replace("-", "_") in spellings:
+            return setting
+    known = ", ".join(s.key for s in SETTINGS if s.name != "data_dir")
+    raise ConfigError(f"--vary {name}: no such setting (settings: {known})")
+
+
+def parse_vary(text: str) -> tuple[Setting, list[Any]]:
+    """`"local-epochs=1,5"` -> (its setting, [1, 5]). Values are separated by `,`, or
+    by `|` when a value holds commas (`exclude=1,3,7;2,5,8;4,6,9|1;2;3`)."""
+    name, equals, values = text.partition("=")
+    if not equals or not values.strip():
+        raise ConfigError(f"--vary {text!r}: write NAME=VALUE,VALUE,... (e.g. local-epochs=1,5)")
+    setting = find_setting(name)
+    if setting.name == "data_dir":
+        raise ConfigError("--vary data-dir: a sweep runs on one data folder (--data-dir)")
+    items = [v.strip() for v in values.split("|" if "|" in values else ",") if v.strip()]
+    try:
+        parsed = [setting.kind(item) for item in items]
+    except ValueError:
+        raise ConfigError(
+            f"--vary {text!r}: {setting.key} takes {setting.kind.__name__} values"
+        ) from None
+    if len(set(parsed)) < len(parsed):
+        raise ConfigError(f"--vary {text!r}: a value is given twice")
+    return setting, parsed
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: the varied settings' values and the whole config."""
+
+    values: dict[str, Any]  # run-config key -> value, in --vary order
+    config: ExperimentConfig
+
+    @property
+    def name(self) -> str:
+        return " ".join(f"{key}={value}" for key, value in self.values.items())
+
+    @property
+    def file_name(self) -> str:
+        return hashlib.sha256(self.config.cache_key().encode()).hexdigest()[:20] + ".json"
+
+
+def grid(base: ExperimentConfig, varied: Sequence[tuple[Setting, list[Any]]]) -> list[Cell]:
+    """Every combination, validated before anything runs (a bad one is an error up front)."""
+    names = [setting.name for setting, _ in varied]
+    if len(set(names)) < len(names):
+        raise ConfigError("a setting is varied twice; give its values in one --vary")
+    combinations = list(itertools.product(*(values for _, values in varied)))
+    if len(combinations) > MAX_CELLS:
+        raise ConfigError(f"the grid has {len(combinations)} cells; at most {MAX_CELLS}")
+    cells = []
+    for combination in combinations:
+        changes = {s.name: value for (s, _), value in zip(varied, combination, strict=True)}
+        if "excluded_digits" in changes:
+            changes["excluded_digits"] = parse_exclusions(changes["excluded_digits"])
+        elif "num_clients" in changes and base.split_kind == "exclude":
+            changes["excluded_digits"] = default_exclusions(changes["num_clients"])
+        if "split" in changes and changes["split"].partition(":")[0] != "exclude":
+            changes.setdefault("excluded_digits", ())
+        try:
+            config = base.replace(**changes)
+        except ConfigError as error:
+            cell = ", ".join(f"{s.key}={v}" for (s, _), v in zip(varied, combination, strict=True))
+            raise ConfigError(f"cell {cell}: {error}") from None
+        values = {s.key: v for (s, _), v in zip(varied, combination, strict=True)}
+        cells.append(Cell(values, config))
+    return cells
+
+
+def row(cell: Cell, result: ExperimentResult) -> dict[str, Any]:
+    """One line of the table: the varied settings, then the numbers."""
+    config, federated = result.config, result.federated
+    out: dict[str, Any] = dict(cell.values)
+    out |= {
+        "split": config.split,
+        "model": config.model,
+        "clients": config.num_clients,
+        "rounds": config.num_rounds,
+        "local_epochs": config.local_epochs,
+        "fraction": config.fraction_train,
+        "seed": config.seed,
+    }
+    if federated is not None:
+        out["federated_accuracy"] = federated.accuracy
+        scores = federated.subset_accuracy
+        worst = min(scores, key=scores.get) if scores else None
+        out["worst_subset"] = worst
+        out["worst_subset_accuracy"] = scores[worst] if worst else None
+        out[f"rounds_to_{config.target_accuracy:g}pct"] = federated.rounds_to_target
+    if result.centralized is not None:
+        out["centralized_accuracy"] = result.centralized.accuracy
+    if result.isolated:
+        out["isolated_mean_accuracy"] = sum(c.accuracy for c in result.isolated) / len(
+            result.isolated
+        )
+    if federated is not None:
+        out |= {f"subset_{name}": value for name, value in federated.subset_accuracy.items()}
+    out["wall_seconds"] = result.timings.get("total")
+    return out
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(key for r in rows for key in r))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+Runner = Callable[[ExperimentConfig, Callable[[str, Any], None]], ExperimentResult]
+
+
+def run_sweep(
+    cells: Sequence[Cell],
+    out: Path,
+    run: Runner,
+    on_cell: Callable[[int, Cell, str], None] = lambda index, cell, state: None,
+    on_event: Callable[[str, Any], None] = lambda kind, payload: None,
+) -> Iterator[dict[str, Any]]:
+    """Run the cells not finished in an earlier sweep into `out`; yield every row.
+
+    `on_cell(index, cell, state)`: state is "kept" (finished earlier), "running" or "done".
+    """
+    rows: list[dict[str, Any]] = []
+    folder = out / "cells"
+    for index, cell in enumerate(cells):
+        path = folder / cell.file_name
+        try:
+            result = ExperimentResult.load(path)
+            state = "kept"
+        except ResultsError:
+            on_cell(index, cell, "running")
+            result = run(cell.config, on_event)
+            result.save(path)
+            state = "done"
+        rows.append(row(cell, result))
+        write_table(out, rows, cells)
+        on_cell(index, cell, state)
+        yield rows[-1]
+
+
+def write_table(out: Path, rows: Sequence[dict[str, Any]], cells: Sequence[Cell]) -> None:
+    summary = {"cells": len(cells), "finished": len(rows), "rows": rows}
+    atomic_write_text(out / "sweep.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "sweep.csv", to_csv(rows))
