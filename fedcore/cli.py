@@ -210,32 +210,30 @@ def write_report(args: argparse.Namespace) -> int:
 
 
 class SweepProgress:
-    """One progress bar on stderr for the whole sweep (a line per cell when not a terminal)."""
+    """One progress bar on stderr for the whole sweep: redrawn in place on a
+    terminal, a line per cell event otherwise (logs)."""
 
     def __init__(self, total: int) -> None:
         self.total, self.finished, self.cell, self.detail = total, 0, "", ""
         self.live = sys.stderr.isatty()
 
-    def draw(self, final: bool = False) -> None:
+    def draw(self) -> None:
         width = 24
         filled = width * self.finished // max(self.total, 1)
         line = f"sweep [{'#' * filled}{'.' * (width - filled)}] {self.finished}/{self.total}"
-        if self.cell and not final:
+        if self.cell:
             line += f"  {self.cell}{': ' + self.detail if self.detail else ''}"
+        end = "\n" if self.finished == self.total else ""
         if self.live:
-            print(f"\r\033[K{line}", end="\n" if final else "", file=sys.stderr, flush=True)
-        elif not self.detail or final:
+            print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
+        else:
             print(line, file=sys.stderr, flush=True)
 
     def on_cell(self, index: int, cell: object, state: str) -> None:
-        self.cell, self.detail = getattr(cell, "name", ""), ""
-        if state == "running":
-            self.draw()
-            return
-        self.finished += 1
-        if state == "kept":
-            self.detail = "kept from an earlier run"
-        self.draw(final=self.finished == self.total)
+        self.cell = getattr(cell, "name", "")
+        self.detail = {"kept": "kept from an earlier run", "done": "done"}.get(state, "")
+        self.finished += state != "running"
+        self.draw()
 
     def on_event(self, kind: str, event: object) -> None:
         if kind == "progress" and isinstance(event, Progress) and event.kind == "round-done":
