@@ -68,6 +68,8 @@ class ReportingGrid:
         self._grid = grid
         self._on_reply = on_reply
         self._stop = stop
+        # an in-memory grid says how often it is worth asking; a remote one is asked less
+        self._poll = min(REPLY_POLL_SECONDS, getattr(grid, "pull_interval", REPLY_POLL_SECONDS))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
@@ -90,7 +92,7 @@ class ReportingGrid:
                 replies.append(reply)
                 self._on_reply(reply)
             if pending:
-                time.sleep(REPLY_POLL_SECONDS)
+                time.sleep(self._poll)
         return replies
 
 

@@ -40,6 +40,20 @@ from flwr.superlink.grid import InMemoryGrid
 
 from fedcore.engine.pool import TaskError, WorkerPool
 
+# How often the runtime looks for new messages and the ServerApp for replies.
+# Flower polls every 0.1 s (it expects Ray actors that take seconds); a round
+# of small clients takes less than that, so at 0.1 s the polls were a third
+# of a round (see docs/benchmarks.md, round overhead).
+POLL_SECONDS = 0.005
+
+
+class _PromptStop(threading.Event):
+    """The runtime's stop event, whose waits between polls last `POLL_SECONDS`:
+    Flower's message loop waits on it for 0.1 s between looks at the LinkState."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return super().wait(None if timeout is None else min(timeout, POLL_SECONDS))
+
 
 class PoolBackend(Backend):
     """A Simulation Runtime backend whose ClientApps run in the engine's worker pool.
@@ -115,10 +129,10 @@ def run_on_pool(
         FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory()
     )
     run = _new_run(state_factory)
-    grid = InMemoryGrid(state_factory=state_factory)
+    grid = InMemoryGrid(state_factory=state_factory, pull_interval=POLL_SECONDS)
     grid.set_run(run)
     nodes = _register_nodes_in_order(num_supernodes, state_factory)
-    f_stop = threading.Event()
+    f_stop = _PromptStop()
     runtime = threading.Thread(
         target=vce_api.run_api,
         args=(

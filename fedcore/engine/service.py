@@ -14,6 +14,7 @@ payload)`, `("done", job, result dict)`, `("failed", job, kind, message)`,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -40,7 +41,7 @@ from fedcore.partition import (
     missing_subsets,
     partition_clients,
 )
-from fedcore.progress import FederatedRunError
+from fedcore.progress import FederatedRunError, Progress
 from fedcore.results import ClientResult, ExperimentResult, FederatedResult
 
 Emit = Callable[[str, Any], None]  # emit(kind, payload): an event for the supervisor
@@ -71,6 +72,13 @@ class Pools:
         self.isolated.close()
 
 
+def slim(event: Progress) -> Progress:
+    """The event with only the round it adds to the history (the supervisor keeps the
+    rest): a 1000-round run would otherwise send its whole history with every reply."""
+    added = event.history[-1:] if event.kind == "round-done" else ()
+    return dataclasses.replace(event, history=added)
+
+
 def run_federated_on_pool(
     config: ExperimentConfig,
     pool: WorkerPool,
@@ -90,7 +98,9 @@ def run_federated_on_pool(
 
     @server_app.main()
     def _main(grid: Any, context: Any) -> None:
-        outcome.append(run_federated(grid, config, lambda event: emit("progress", event), stop))
+        outcome.append(
+            run_federated(grid, config, lambda event: emit("progress", slim(event)), stop)
+        )
 
     run_config = config.to_run_config() | {"data-dir": config.resolved_data_dir()}
     run_on_pool(server_app, run_config, config.num_clients, pool, on_reply)

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from fedcore.config import ExperimentConfig
@@ -316,8 +316,9 @@ class Engine:
             client, epoch, _ = payload
             job.epochs[client] = epoch
             job.detail = f"client {client}: epoch {epoch}/{job.config.local_epochs}"
-        elif kind == "progress":
-            job.history = payload.history
+        elif kind == "progress":  # the engine sends only the round an event adds
+            job.history += payload.history
+            payload = replace(payload, history=job.history)
             if payload.kind == "client-done":
                 job.detail = (
                     f"round {payload.server_round}: client {payload.client} sent its update"
