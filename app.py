@@ -92,8 +92,11 @@ def _(BY_NAME, control_range, defaults, mo):
     def control(name):
         """A setting's control: label, range and step from the settings table."""
         setting = BY_NAME[name]
-        start, stop, step = control_range(setting)
         value = getattr(defaults, name)
+        if setting.choices:
+            return mo.ui.dropdown(list(setting.choices), value=value, label=setting.label)
+        start, stop, step = control_range(setting)
+        stop = max(stop, value)  # a command-line value may pass the page's range
         if setting.control == "slider":
             return mo.ui.slider(
                 start, stop, step=step, value=value, debounce=True, show_value=True,
@@ -113,6 +116,7 @@ def _(BY_NAME, control_range, defaults, mo):
     return (
         batch_input,
         clients_slider,
+        control,
         epochs_slider,
         fraction_slider,
         get_exclusions,
@@ -364,8 +368,9 @@ def _(charts, mo, retry_button, tables, time):
         parts.append(stop_button)
         return mo.vstack(parts)
 
-    def end_view(status):
-        """One line when a run did not finish, and a way to run it again."""
+    def end_view(status, again=None):
+        """One line when a run did not finish, and a way to run it again (`again`:
+        the story's "Run again" button unless told otherwise)."""
         if status.state == "stopped":
             text = "**Stopped.** Nothing of this run was kept."
         elif status.state == "failed":
@@ -373,9 +378,11 @@ def _(charts, mo, retry_button, tables, time):
         else:
             return None
         kind = "warn" if status.state == "stopped" else "danger"
-        return mo.callout(mo.vstack([mo.md(text), retry_button]), kind=kind)
+        return mo.callout(
+            mo.vstack([mo.md(text), retry_button if again is None else again]), kind=kind
+        )
 
-    def watch_run(run, stop_button, set_isolated_ready, set_run_finished):
+    def watch_run(run, stop_button, set_isolated_ready, set_run_finished, again=None):
         """In a thread: show the run's progress, and tell the cells below when
         the isolated models and the whole run are ready."""
         thread = mo.current_thread()
@@ -386,7 +393,7 @@ def _(charts, mo, retry_button, tables, time):
                 isolated_told = True
                 set_isolated_ready(run)
             if run.done():
-                mo.output.replace(end_view(status))
+                mo.output.replace(end_view(status, again))
                 set_run_finished(run)
                 return
             if status != shown:
@@ -644,6 +651,378 @@ def _(federated, mo, report_html, run, run_charts, tables, to_png, to_svg):
                     )
                 }
             ),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _():
+    # The lab's own imports (the story's first cell stays as it was).
+    from fedcore.config import SIZE_LAWS, SPLITS
+    from fedcore.settings import APP_LIMITS_WHY
+
+    return APP_LIMITS_WHY, SIZE_LAWS, SPLITS
+
+
+@app.cell(hide_code=True)
+def _(mo):
+    mo.md(
+        r"""
+        ---
+        # The lab
+
+        The story used one split of the data and one model. Here you choose them,
+        and each run computes three models on the same split, all scored on the
+        same 10,000 test images: every client's model **trained alone** (for the
+        local epochs of one round), the **federated** model (FedAvg through
+        Flower), and the **centralized baseline**: one model trained on every
+        client's images pooled in one place, for rounds × local epochs epochs
+        (as many passes as a client makes over its own data in the whole run),
+        with the same optimiser. Pooling the data is what federated learning
+        avoids; the baseline is the upper bound a federated model can hope to
+        reach.
+
+        **Splits.** The 60,000 training images are shuffled with the seed, then
+        cut by one of [Flower Datasets](https://flower.ai/docs/datasets/)' partitioners:
+
+        - `exclude`: equal random (IID) parts, then each client's excluded digits
+          removed: the story's split. The lab cycles the story's exclusions
+          (client 1 lacks 1, 3, 7; client 2 lacks 2, 5, 8; client 3 lacks 4, 6, 9;
+          client 4 lacks 1, 3, 7 again, ...).
+        - `iid`: equal random parts: every client sees every digit, in about the
+          same proportions.
+        - `dirichlet:ALPHA`: label skew as in NIID-Bench (Li et al., *Federated
+          Learning on Non-IID Data Silos: An Experimental Study*, ICDE 2022): the
+          images of each digit are shared among the clients in proportions drawn
+          from a Dirichlet distribution Dir(alpha). A small alpha (0.1) leaves
+          most clients with a few digits; a large one (100) is close to IID.
+        - `classes:K`: NIID-Bench's #C=K: each client holds K digits, picked at
+          random, and each digit's images are divided equally among the clients
+          that hold it (a digit no client picked is in nobody's data).
+        - `shards:K`: the pathological non-IID split of McMahan et al.
+          (*Communication-Efficient Learning of Deep Networks from Decentralized
+          Data*, AISTATS 2017): the images sorted by digit and cut into equal
+          shards, K shards per client (they gave 100 clients 2 shards of 300
+          images), so a client holds at most K digits.
+        - `sizes:LAW`: IID digits but unequal sizes: client i holds a share of the
+          images proportional to i (linear), i squared (square) or e to the i
+          (exponential).
+
+        **Models.** `mlp`: 784-128-10 with ReLU (101,770 weights), the story's.
+        `2nn`: McMahan et al.'s 2NN, two hidden layers of 200 ReLU units
+        (199,210 weights). `cnn`: McMahan et al.'s CNN for MNIST, two 5x5
+        convolutions (32 and 64 channels) each followed by 2x2 max pooling, a
+        512-unit layer and the 10 outputs (1,663,370 weights): the most accurate,
+        and much slower on a CPU.
+        """
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(BY_NAME, SPLITS, control, defaults, mo):
+    # Labels, ranges and defaults come from the settings table, as the story's.
+    lab_split_kind = mo.ui.dropdown(
+        list(SPLITS), value=defaults.split_kind, label=BY_NAME["split"].label
+    )
+    lab_model = control("model")
+    lab_clients = control("num_clients")
+    lab_rounds = control("num_rounds")
+    lab_epochs = control("local_epochs")
+    lab_fraction = control("fraction_train")
+    lab_min_clients = control("min_train_clients")
+    lab_target = control("target_accuracy")
+    lab_seed = control("seed")
+    lab_run_button = mo.ui.run_button(label="Run the lab", kind="success")
+    return (
+        lab_clients,
+        lab_epochs,
+        lab_fraction,
+        lab_min_clients,
+        lab_model,
+        lab_rounds,
+        lab_run_button,
+        lab_seed,
+        lab_split_kind,
+        lab_target,
+    )
+
+
+@app.cell(hide_code=True)
+def _(SIZE_LAWS, SPLITS, defaults, lab_split_kind, mo):
+    # The split's parameter: its type, default and meaning from SPLITS.
+    _spec = SPLITS[lab_split_kind.value]
+    if _spec is None:
+        lab_split_parameter = None
+    else:
+        _kind_type, _default, _meaning = _spec
+        if lab_split_kind.value == defaults.split_kind:
+            _default = defaults.split_parameter  # `marimo run app.py -- --split ...`
+        if _kind_type is str:
+            lab_split_parameter = mo.ui.dropdown(list(SIZE_LAWS), value=_default, label=_meaning)
+        else:
+            lab_split_parameter = mo.ui.number(
+                value=_default, step=0.01 if _kind_type is float else 1, label=_meaning
+            )
+    return (lab_split_parameter,)
+
+
+@app.cell(hide_code=True)
+def _(
+    APP_LIMITS_WHY,
+    default_exclusions,
+    format_digits,
+    lab_clients,
+    lab_epochs,
+    lab_fraction,
+    lab_min_clients,
+    lab_model,
+    lab_rounds,
+    lab_run_button,
+    lab_seed,
+    lab_split_kind,
+    lab_split_parameter,
+    lab_target,
+    mo,
+):
+    _split = (
+        [lab_split_kind] if lab_split_parameter is None else [lab_split_kind, lab_split_parameter]
+    )
+    _exclusions = None
+    if lab_split_kind.value == "exclude":
+        _groups = {}
+        for _client, _digits in enumerate(default_exclusions(lab_clients.value), start=1):
+            _groups.setdefault(_digits, []).append(str(_client))
+        _exclusions = mo.md(
+            "Excluded digits (the story's, cycled): "
+            + "; ".join(
+                f"{format_digits(d)} for client{'s' if len(c) > 1 else ''} {', '.join(c)}"
+                for d, c in _groups.items()
+            )
+            + "."
+        )
+    mo.vstack(
+        [
+            mo.md("## The lab's settings"),
+            mo.hstack([*_split, lab_model], justify="start", gap=2, wrap=True),
+            *([_exclusions] if _exclusions is not None else []),
+            mo.hstack([lab_clients, lab_rounds, lab_epochs], justify="start", gap=2, wrap=True),
+            mo.accordion(
+                {
+                    "More: clients per round, target accuracy, seed": mo.hstack(
+                        [lab_fraction, lab_min_clients, lab_target, lab_seed],
+                        justify="start",
+                        wrap=True,
+                    )
+                }
+            ),
+            mo.md(f"<small>{APP_LIMITS_WHY}</small>"),
+            lab_run_button,
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(
+    BY_NAME,
+    ConfigError,
+    default_exclusions,
+    defaults,
+    lab_clients,
+    lab_epochs,
+    lab_fraction,
+    lab_min_clients,
+    lab_model,
+    lab_rounds,
+    lab_seed,
+    lab_split_kind,
+    lab_split_parameter,
+    lab_target,
+    mo,
+):
+    def _value(name, element):
+        """A control's value as the setting's type; None (an empty field) stays
+        None for the config to refuse."""
+        value = element.value
+        if value is None or isinstance(value, str):
+            return value
+        if BY_NAME[name].kind is int:
+            return int(value) if float(value).is_integer() else value
+        return round(float(value), 6)  # a slider's 0.30000000000000004
+
+    _kind = lab_split_kind.value
+    if lab_split_parameter is None:
+        _split = _kind
+    elif isinstance(lab_split_parameter.value, int | float):
+        _split = f"{_kind}:{lab_split_parameter.value:g}"
+    else:  # an emptied field reads "?", which the config refuses with the parameter's meaning
+        _split = f"{_kind}:{lab_split_parameter.value or '?'}"
+    try:
+        lab_config = defaults.replace(
+            split=_split,
+            excluded_digits=default_exclusions(lab_clients.value) if _kind == "exclude" else (),
+            model=lab_model.value,
+            num_clients=_value("num_clients", lab_clients),
+            num_rounds=_value("num_rounds", lab_rounds),
+            local_epochs=_value("local_epochs", lab_epochs),
+            fraction_train=_value("fraction_train", lab_fraction),
+            min_train_clients=_value("min_train_clients", lab_min_clients),
+            target_accuracy=_value("target_accuracy", lab_target),
+            seed=_value("seed", lab_seed),
+        )
+    except ConfigError as _error:
+        lab_config = None
+        _message = mo.callout(
+            mo.md(f"**These lab settings cannot run:** {str(_error).rstrip('.')}."), kind="danger"
+        )
+    else:
+        _message = None
+    _message
+    return (lab_config,)
+
+
+@app.cell(hide_code=True)
+def _(mo):
+    lab_runs = []  # the lab's run in this session, released when another is asked for
+    get_lab_request, set_lab_request = mo.state(None)  # the settings "Run the lab" sent
+    get_lab_finished, set_lab_finished = mo.state(None)
+    return get_lab_finished, get_lab_request, lab_runs, set_lab_finished, set_lab_request
+
+
+@app.cell(hide_code=True)
+def _(lab_config, lab_run_button, set_lab_request):
+    # Only the button starts a run: moving a control neither starts nor stops one.
+    if lab_run_button.value and lab_config is not None:
+        set_lab_request(lab_config)
+    return
+
+
+@app.cell(hide_code=True)
+def _(get_lab_request, lab_config, mo):
+    _shown = get_lab_request()
+    mo.md(
+        "_The settings above are not those of the run below: press **Run the lab** to run them._"
+    ) if _shown is not None and lab_config is not None and _shown != lab_config else None
+    return
+
+
+@app.cell(hide_code=True)
+def _(end_view, engine, get_lab_request, lab_runs, mo, set_lab_finished, watch_run):
+    lab_request = get_lab_request()
+    mo.stop(lab_request is None)
+    lab_run = engine.submit(lab_request, "all")
+    for _previous in lab_runs:  # after submitting: the same settings again keep their run
+        _previous.release()
+    lab_runs[:] = [lab_run]
+    lab_stop_button = mo.ui.button(label="Stop", kind="danger", on_click=lambda _: lab_run.stop())
+    _again = mo.md("Press **Run the lab** to run it again.")
+    if lab_run.done():
+        _view = end_view(lab_run.status(), _again)
+    elif mo.app_meta().request is None:  # exported or run as a script: wait here
+        lab_run.wait()
+        _view = end_view(lab_run.status(), _again)
+    else:
+        mo.Thread(
+            target=watch_run,
+            args=(lab_run, lab_stop_button, lambda _run: None, set_lab_finished, _again),
+        ).start()
+        _view = mo.md("")
+    _view
+    return lab_run, lab_stop_button
+
+
+@app.cell(hide_code=True)
+def _(get_lab_finished, lab_run, mo):
+    get_lab_finished()  # drawn when the lab's run is done
+    mo.stop(lab_run.status().state != "done")
+    lab_result = lab_run.result()
+    return (lab_result,)
+
+
+@app.cell(hide_code=True)
+def _(charts, lab_result, mo, tables):
+    _config = lab_result.config
+    _n = _config.num_clients
+    _summary = tables.lab_summary(lab_result)
+    _table = mo.md(
+        "\n".join(
+            ["| model or measure | result |", "| :--- | ---: |"]
+            + [f"| {m} | **{t}** |" for m, t in zip(_summary.measure, _summary.text, strict=True)]
+        )
+    )
+    _failures = lab_result.federated.failures
+    _warnings = []
+    if lab_result.unlearnable_digits:
+        _missing = ", ".join(map(str, lab_result.unlearnable_digits))
+        _warnings.append(
+            mo.callout(
+                mo.md(
+                    f"**No client has any image of {_missing}.** "
+                    "No model, federated or centralized, can learn a digit that is in "
+                    "nobody's data: expect 0% on it everywhere."
+                ),
+                kind="warn",
+            )
+        )
+    if _failures:
+        _warnings.append(
+            mo.callout(
+                mo.md(
+                    "**Some client updates failed:**\n\n" + "\n".join(f"- {f}" for f in _failures)
+                ),
+                kind="warn",
+            )
+        )
+    _charts = [
+        charts.rounds_with_references_chart(
+            tables.federated_rounds(lab_result.federated.history),
+            tables.reference_lines(lab_result),
+        )
+    ]
+    if lab_result.cross_accuracy is not None:
+        _charts.append(
+            charts.cross_accuracy_chart(tables.cross_accuracy(lab_result.cross_accuracy), _n)
+        )
+    _cross_note = (
+        [
+            mo.md(
+                "The cross matrix: row i is client i's model, trained alone; column j scores it "
+                "on test images drawn with client j's mix of digits (its accuracy on each "
+                "digit, weighted by client j's training images of that digit). The outlined "
+                "diagonal is each model on data like its own; off the diagonal, on the "
+                "others' data."
+            )
+        ]
+        if len(_charts) > 1
+        else []
+    )
+    mo.vstack(
+        [
+            mo.md(
+                f"""
+                ## The lab's results
+                {_n} clients, split `{_config.split}`, model `{_config.model}`,
+                {_config.num_rounds} round(s) of {_config.local_epochs} local epoch(s).
+                The same run from the command line:
+                `python -m fedcore run {_config.summary()}`
+                """
+            ),
+            *_warnings,
+            mo.hstack(
+                [
+                    _table,
+                    charts.label_distribution_chart(
+                        tables.split_counts(lab_result.label_counts), _n
+                    ),
+                ],
+                align="start",
+                gap=2,
+                widths="equal",
+            ),
+            *_cross_note,
+            mo.hstack(_charts, justify="start", align="start", gap=2, wrap=True),
         ]
     )
     return

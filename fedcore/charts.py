@@ -10,13 +10,29 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from fedcore.tables import ALL_DIGITS, FEDERATED, TRAINED_ALONE, TRAINED_TOGETHER, client_name
+from fedcore.tables import (
+    ALL_DIGITS,
+    CENTRALIZED,
+    FEDERATED,
+    ISOLATED_MEAN,
+    TARGET,
+    TRAINED_ALONE,
+    TRAINED_TOGETHER,
+    client_name,
+)
 
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756",
            "#72b7b2", "#eeca3b", "#9d755d", "#ff9da6", "#bab0ac"]  # fmt: skip
 FEDERATED_COLOR = "#1b1b3a"
 MISSING_COLOR = "#d62728"
 PERCENT = ".1%"
+DIGIT_COLORS = alt.Scale(domain=list(range(10)), scheme="tableau10")
+BARS_UP_TO = 10  # clients: bars (and numbers in cells) up to this many, a heatmap beyond
+WHITE_TO_BLUE = ["#ffffff", "#08519c"]  # heatmaps: an empty cell (0 images, 0%) is blank
+REFERENCE_COLORS = alt.Scale(
+    domain=[FEDERATED, CENTRALIZED, ISOLATED_MEAN, TARGET],
+    range=[FEDERATED_COLOR, "#2ca02c", "#8c8c8c", MISSING_COLOR],
+)
 
 
 def model_colors(num_clients: int, federated: bool = True) -> alt.Scale:
@@ -236,3 +252,147 @@ def story_chart(story: pd.DataFrame) -> alt.LayerChart:
     return alt.layer(
         bars, labels, title="Isolated vs federated, on each client's missing digits"
     ).properties(width=520, height=alt.Step(22))
+
+
+# ------------------------------------------------------------------ the lab
+
+
+def label_distribution_chart(counts: pd.DataFrame, num_clients: int) -> alt.Chart:
+    """Any split's training images per client and digit (`tables.split_counts`):
+    a bar per client, stacked by digit, up to `BARS_UP_TO` clients; a client x
+    digit heatmap of counts beyond."""
+    tooltip = [
+        alt.Tooltip("client:O", title="client"),
+        "digit:O",
+        alt.Tooltip("count:Q", title="images"),
+        alt.Tooltip("share:Q", title="share of the client's images", format=PERCENT),
+    ]
+    if num_clients <= BARS_UP_TO:
+        return (
+            alt.Chart(counts, title="Training images per client, by digit")
+            .mark_bar()
+            .encode(
+                x=alt.X("client:O", title="client", axis=alt.Axis(labelAngle=0)),
+                y=alt.Y("count:Q", title="training images", stack="zero"),
+                color=alt.Color("digit:N", title="digit", scale=DIGIT_COLORS, sort=None),
+                order=alt.Order("digit:Q"),
+                tooltip=tooltip,
+            )
+            .properties(width=alt.Step(34), height=240)
+        )
+    step = max(6, min(18, 480 // num_clients))
+    return (
+        alt.Chart(counts, title="Training images per client and digit")
+        .mark_rect(stroke="#eeeeee", strokeWidth=0.5)
+        .encode(
+            x=alt.X("digit:O", title="digit", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("client:O", title="client", axis=alt.Axis(labelOverlap="greedy")),
+            color=alt.Color(
+                "count:Q", title="images", scale=alt.Scale(range=WHITE_TO_BLUE, interpolate="rgb")
+            ),
+            tooltip=tooltip,
+        )
+        .properties(width=alt.Step(30), height=alt.Step(step))
+    )
+
+
+def rounds_with_references_chart(rounds: pd.DataFrame, references: pd.DataFrame) -> alt.LayerChart:
+    """The global model's test accuracy per round (`tables.federated_rounds`) against
+    horizontal reference lines (`tables.reference_lines`): the centralized baseline,
+    the isolated models' mean, and the target (dashed)."""
+    width, last = 420, int(rounds["round"].max()) if len(rounds) else 1
+    x = alt.X(
+        "round:Q",
+        title="round (0 = before training)",
+        scale=alt.Scale(domain=[0, max(last, 1)], nice=False),
+        axis=alt.Axis(tickMinStep=1, format="d"),
+    )
+    y = alt.Y(
+        "accuracy:Q",
+        title="test accuracy",
+        axis=alt.Axis(format="%"),
+        scale=alt.Scale(domain=[0, 1]),
+    )
+    color = alt.Color(
+        "model:N", title=None, scale=REFERENCE_COLORS, legend=alt.Legend(orient="bottom")
+    )
+    line = (
+        alt.Chart(rounds)
+        .mark_line(point=True, strokeWidth=3)
+        .encode(
+            x=x, y=y, color=color, tooltip=["round:Q", alt.Tooltip("accuracy:Q", format=PERCENT)]
+        )
+    )
+    rules = (
+        alt.Chart(references)
+        .mark_rule(strokeWidth=2)
+        .encode(
+            y=y,
+            color=color,
+            strokeDash=alt.condition("datum.dashed", alt.value([6, 4]), alt.value([1, 0])),
+            tooltip=["model:N", alt.Tooltip("accuracy:Q", format=PERCENT)],
+        )
+    )
+    # Labels: the target's at the left (it often sits next to the baseline), the
+    # baseline's above its line, the isolated mean's below.
+    text = alt.Chart(references).encode(y=y, text="label:N", color=color)
+    labels = [
+        text.transform_filter(f"datum.model == '{TARGET}'")
+        .mark_text(align="left", baseline="bottom", dx=4, dy=-3)
+        .encode(x=alt.value(0)),
+        text.transform_filter(f"datum.model == '{CENTRALIZED}'")
+        .mark_text(align="right", baseline="bottom", dx=-4, dy=-3)
+        .encode(x=alt.value(width)),
+        text.transform_filter(f"datum.model == '{ISOLATED_MEAN}'")
+        .mark_text(align="right", baseline="top", dx=-4, dy=3)
+        .encode(x=alt.value(width)),
+    ]
+    return alt.layer(
+        rules, line, *labels, title="Federated accuracy per round, against the baselines"
+    ).properties(width=width, height=280)
+
+
+def cross_accuracy_chart(cells: pd.DataFrame, num_clients: int) -> alt.LayerChart:
+    """Each client's isolated model (rows) on every client's label mix (columns),
+    from `tables.cross_accuracy`; the diagonal (own mix) outlined, the values written
+    in the cells up to `BARS_UP_TO` clients."""
+    base = alt.Chart(cells).encode(
+        x=alt.X(
+            "scored_on:O",
+            title="scored on client j's label mix",
+            axis=alt.Axis(labelAngle=0, labelOverlap="greedy"),
+        ),
+        y=alt.Y(
+            "trained_on:O",
+            title="model trained alone by client i",
+            axis=alt.Axis(labelOverlap="greedy"),
+        ),
+    )
+    heat = base.mark_rect(stroke="#eeeeee", strokeWidth=0.5).encode(
+        color=alt.Color(
+            "accuracy:Q",
+            title="accuracy",
+            scale=alt.Scale(domain=[0, 1], range=WHITE_TO_BLUE, interpolate="rgb"),
+            legend=alt.Legend(format="%"),
+        ),
+        tooltip=[
+            alt.Tooltip("trained_on:O", title="trained on client"),
+            alt.Tooltip("scored_on:O", title="scored on client's mix"),
+            alt.Tooltip("accuracy:Q", format=PERCENT),
+        ],
+    )
+    own = base.transform_filter("datum.own").mark_rect(
+        fill=None, stroke=FEDERATED_COLOR, strokeWidth=1.5
+    )
+    layers = [heat, own]
+    if num_clients <= BARS_UP_TO:
+        layers.append(
+            base.mark_text(fontSize=10).encode(
+                text=alt.Text("accuracy:Q", format=".0%"),
+                color=alt.condition("datum.accuracy > 0.55", alt.value("white"), alt.value("#333")),
+            )
+        )
+    step = 34 if num_clients <= BARS_UP_TO else max(8, 420 // num_clients)
+    return alt.layer(
+        *layers, title="Train on client i alone, score on client j's label mix"
+    ).properties(width=alt.Step(step), height=alt.Step(step))

@@ -10,12 +10,16 @@ import torch
 from fedcore.config import format_digits
 from fedcore.data import MnistData
 from fedcore.partition import ClientPartition
-from fedcore.results import ClientResult, FederatedResult, RoundResult
+from fedcore.results import ClientResult, ExperimentResult, FederatedResult, RoundResult
 
 FEDERATED = "Federated"
 ALL_DIGITS = "all digits"
 TRAINED_ALONE = "trained alone"
 TRAINED_TOGETHER = "trained together (FedAvg)"
+# the lab's accuracy-per-round chart: the federated line and its reference lines
+CENTRALIZED = "Centralized (all data pooled)"
+ISOLATED_MEAN = "Isolated (mean)"
+TARGET = "Target"
 
 
 def client_name(client: int) -> str:
@@ -215,3 +219,98 @@ def story(isolated: Sequence[ClientResult], federated: FederatedResult) -> pd.Da
             }
         )
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ the lab
+
+
+def split_counts(counts: Sequence[Sequence[int]]) -> pd.DataFrame:
+    """`client, digit, count, share, excluded` from a client x digit matrix of training
+    images (any split; `ExperimentResult.label_counts`). `share`: of the client's
+    images; `excluded`: the client has no image of that digit."""
+    rows = []
+    for client, per_digit in enumerate(counts, start=1):
+        total = max(sum(per_digit), 1)
+        rows += [
+            {
+                "client": client,
+                "digit": digit,
+                "count": int(count),
+                "share": count / total,
+                "excluded": count == 0,
+            }
+            for digit, count in enumerate(per_digit)
+        ]
+    return pd.DataFrame(rows, columns=["client", "digit", "count", "share", "excluded"])
+
+
+def cross_accuracy(matrix: Sequence[Sequence[float]]) -> pd.DataFrame:
+    """`trained_on, scored_on, accuracy, own`: client i's isolated model (row i of
+    `ExperimentResult.cross_accuracy`) on test images drawn with client j's label mix."""
+    return pd.DataFrame(
+        [
+            {"trained_on": i, "scored_on": j, "accuracy": accuracy, "own": i == j}
+            for i, row in enumerate(matrix, start=1)
+            for j, accuracy in enumerate(row, start=1)
+        ],
+        columns=["trained_on", "scored_on", "accuracy", "own"],
+    )
+
+
+def federated_rounds(rounds: Sequence[RoundResult]) -> pd.DataFrame:
+    """`round, model, accuracy`: the global model on the whole test set after each round."""
+    return pd.DataFrame(
+        [{"round": h.round, "model": FEDERATED, "accuracy": h.accuracy} for h in rounds],
+        columns=["round", "model", "accuracy"],
+    )
+
+
+def reference_lines(result: ExperimentResult) -> pd.DataFrame:
+    """`model, accuracy, label, dashed`: what the federated model is measured against:
+    the centralized baseline, the isolated models' mean and the target (dashed)."""
+    rows = []
+    if result.centralized is not None:
+        accuracy = result.centralized.accuracy
+        rows.append((CENTRALIZED, accuracy, f"centralized {accuracy:.1%}", False))
+    if result.isolated:
+        accuracy = sum(c.accuracy for c in result.isolated) / len(result.isolated)
+        rows.append((ISOLATED_MEAN, accuracy, f"isolated, mean {accuracy:.1%}", False))
+    target = result.config.target_accuracy
+    rows.append((TARGET, target / 100, f"target {target:g}%", True))
+    return pd.DataFrame(rows, columns=["model", "accuracy", "label", "dashed"])
+
+
+def lab_summary(result: ExperimentResult) -> pd.DataFrame:
+    """`measure, value, text`: the lab's numbers in one table (`value`: the number,
+    accuracies as fractions; `text`: as the page shows it)."""
+    config, rows = result.config, []
+
+    def add(measure: str, value: float | None, text: str | None = None) -> None:
+        rows.append({"measure": measure, "value": value, "text": text or f"{value:.1%}"})
+
+    if result.centralized is not None:
+        c = result.centralized
+        add(f"Centralized baseline (all data pooled, {c.epochs} epochs)", c.accuracy)
+    if result.isolated:
+        scores = [(r.accuracy, r.client) for r in result.isolated]
+        add(f"Isolated models, mean of {len(scores)}", sum(a for a, _ in scores) / len(scores))
+        low, high = min(scores), max(scores)
+        add(f"Isolated models, lowest (client {low[1]})", low[0])
+        add(f"Isolated models, highest (client {high[1]})", high[0])
+    federated = result.federated
+    if federated is not None:
+        add(f"Federated (FedAvg), after {config.num_rounds} rounds", federated.accuracy)
+        if federated.subset_accuracy:
+            digits, accuracy = min(federated.subset_accuracy.items(), key=lambda kv: kv[1])
+            add(f"Federated, worst missing-digit subset ({subset_name(digits)})", accuracy)
+        else:
+            add("Federated, worst missing-digit subset", None, "no client lacks a digit")
+        reached = federated.rounds_to_target
+        add(
+            f"Rounds to {config.target_accuracy:g}% test accuracy",
+            reached,
+            str(reached) if reached is not None else f"not reached in {config.num_rounds}",
+        )
+    total = result.timings.get("total")
+    add("Wall time", total, "-" if total is None else f"{total:.1f} s")
+    return pd.DataFrame(rows, columns=["measure", "value", "text"])

@@ -157,7 +157,7 @@ def test_browser_changes_a_control_and_the_page_follows(running_app):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--rounds", "99"], "num_rounds must be between 1 and 20, got 99"),
+        (["--rounds", "1001"], "num_rounds must be between 1 and 1000, got 1001"),
         (["--exclude", "1,3,7;2,5,8"], "excluded digits are given for 2 clients, but there are 3"),
         (["--epoch", "1"], "unknown setting(s) --epoch 1"),
         (["--data-dir", "/no/such/mnist"], "/no/such/mnist: data folder not found"),

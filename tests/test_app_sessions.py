@@ -78,7 +78,7 @@ def wait_for_numbers(page, seed: int, numbers: list[str]) -> None:
 
 
 def runs_started(server, seed: int) -> int:
-    return len(re.findall(rf"run \d+ started: all .* --seed {seed}\n", server.log_text()))
+    return len(re.findall(rf"run \d+ started: story .* --seed {seed}\n", server.log_text()))
 
 
 @pytest.mark.parametrize("sessions", [2, 4])
@@ -122,7 +122,7 @@ def engine_processes(server) -> set[int]:
     return {p.pid for p in psutil.Process(server.process.pid).children(recursive=True)}
 
 
-ROUND = re.compile(r"together, with Flower: round \d+/20")
+ROUND = re.compile(r"together, with Flower: round \d+/50")
 
 
 def start_a_long_run(page, seed: int) -> None:

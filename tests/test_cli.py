@@ -23,7 +23,7 @@ def test_isolated_phase_end_to_end(mnist_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "isolated 1 (-1,3,7)" in done.stdout and "own missing" in done.stdout
     data = json.loads(out.read_text())
-    assert set(data) == {"config", "isolated", "timings"}
+    assert set(data) == {"config", "isolated", "cross_accuracy", "label_counts", "timings"}
     assert data["config"]["local_epochs"] == 1
     first = data["isolated"][0]
     assert set(first) == {

@@ -62,8 +62,14 @@ def test_cli_all_phases_and_same_numbers_as_in_process(federated_small, mnist_di
     assert done.returncode == 0, done.stderr
     assert "federated (global)" in done.stdout and "global accuracy per round" in done.stdout
     data = json.loads(out.read_text())
-    assert set(data) == {"config", "isolated", "federated", "timings"}
-    assert {"isolated", "federated", "load", "total"} <= set(data["timings"])
+    assert set(data) == {
+        "config", "isolated", "federated", "centralized", "cross_accuracy", "label_counts",
+        "timings",
+    }  # fmt: skip
+    assert {"isolated", "federated", "centralized-wait", "load", "total"} <= set(data["timings"])
+    assert (
+        "centralized (pooled)" in done.stdout and "rounds to 97%: not reached in 1" in done.stdout
+    )
     federated = data["federated"]
     assert [h["round"] for h in federated["history"]] == [0, 1]
     assert set(federated["history"][1]) >= {"round", "accuracy", "loss", "subset_accuracy"}
