@@ -10,15 +10,25 @@ wall time, the clients' own training (wall-clock time in which at least one
 ClientApp was training, measured in the workers) and everything else (Flower's
 messages, the engine, aggregation, evaluating the global model on the 10,000
 test images after every round). Target: everything else <= 50% of a round.
+
+Both in one run, each in a fresh process: `before`, the code before the round
+overhead work (`git worktree` of BEFORE_COMMIT: Flower's runtime looking for
+messages every 0.1 s, the ServerApp for replies every 0.05 s, each progress
+event carrying the whole history), and `now`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
-from fedcore.config import ExperimentConfig
-from fedcore.engine import Engine
+ROOT = Path(__file__).resolve().parent.parent
+BEFORE_COMMIT = "425168e"  # splits, models and scale; before the round-overhead commit
 
 SCALE = {
     "num_clients": 100,
@@ -33,19 +43,18 @@ SCALE = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--rounds", type=int, default=50)
-    args = parser.parse_args()
+def measure(data_dir: str, rounds: int) -> dict:
+    """The warm engine's `rounds` rounds at SCALE, in this process's fedcore."""
+    from fedcore.config import ExperimentConfig
+    from fedcore.engine import Engine
+
     with Engine() as engine:
-        warm = ExperimentConfig(data_dir=args.data_dir, num_rounds=1, local_epochs=1)
+        warm = ExperimentConfig(data_dir=data_dir, num_rounds=1, local_epochs=1)
         engine.submit(warm, "federated", use_cache=False).result()
-        config = ExperimentConfig(data_dir=args.data_dir, num_rounds=args.rounds, **SCALE)
+        config = ExperimentConfig(data_dir=data_dir, num_rounds=rounds, **SCALE)
         result = engine.submit(config, "federated", use_cache=False).result()
     wall, clients = result.timings["federated"], result.timings["federated-clients"]
-    rounds = args.rounds
-    row = {
+    return {
         "rounds": rounds,
         "round_s": wall / rounds,
         "clients_s": clients / rounds,
@@ -54,12 +63,47 @@ def main() -> None:
         "final_accuracy": result.federated.accuracy,
         "rounds_to_97": result.federated.rounds_to_target,
     }
-    print(json.dumps(row, indent=2))
-    print(
-        f"per round: {row['round_s'] * 1000:.0f} ms wall = {row['clients_s'] * 1000:.0f} ms "
-        f"clients + {row['else_s'] * 1000:.0f} ms else ({row['else_share']:.0%}; target <= 50%); "
-        f"final accuracy {row['final_accuracy']:.1%} after {rounds} rounds"
+
+
+def measure_in(tree: Path, data_dir: str, rounds: int) -> dict:
+    """`measure` in a fresh process running the fedcore of `tree`."""
+    code = (
+        "import json, sys; sys.path[:0] = sys.argv[1:3]; from bench_rounds import measure; "
+        "print(json.dumps(measure(sys.argv[3], int(sys.argv[4]))))"
     )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tree), str(ROOT / "benchmarks"), data_dir, str(rounds)],
+        cwd=tree, env=os.environ | {"PYTHONPATH": str(tree)}, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--rounds", type=int, default=50)
+    args = parser.parse_args()
+    data_dir = str(Path(args.data_dir).resolve())
+    rows = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), BEFORE_COMMIT],
+                       cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+        try:
+            rows["before"] = measure_in(tree, data_dir, args.rounds)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
+                           check=True, capture_output=True)  # fmt: skip
+    rows["now"] = measure_in(ROOT, data_dir, args.rounds)
+    print(json.dumps(rows, indent=2))
+    for name, row in rows.items():
+        print(
+            f"{name}: per round {row['round_s'] * 1000:.0f} ms wall = "
+            f"{row['clients_s'] * 1000:.0f} ms clients + {row['else_s'] * 1000:.0f} ms else "
+            f"({row['else_share']:.0%}; target <= 50%); final accuracy "
+            f"{row['final_accuracy']:.1%} after {row['rounds']} rounds"
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcore.config import ConfigError, ExperimentConfig, default_exclusions, parse_exclusions
+from fedcore.engine.cache import code_fingerprint
 from fedcore.results import ExperimentResult, ResultsError
 from fedcore.settings import SETTINGS, Setting
 from fedcore.storage import atomic_write_text
@@ -73,7 +74,10 @@ class Cell:
 
     @property
     def file_name(self) -> str:
-        return hashlib.sha256(self.config.cache_key().encode()).hexdigest()[:20] + ".json"
+        """Named by the settings and the code: a sweep resumed after the code (or a
+        library) changed computes its cells again rather than mixing the two."""
+        key = f"{code_fingerprint()}\n{self.config.cache_key()}"
+        return hashlib.sha256(key.encode()).hexdigest()[:20] + ".json"
 
 
 def grid(base: ExperimentConfig, varied: Sequence[tuple[Setting, list[Any]]]) -> list[Cell]:

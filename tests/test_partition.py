@@ -103,6 +103,7 @@ def test_which_client_gets_which_labels():
 
     assert all(len(d) == 2 for d in digits("classes:2"))  # NIID-Bench #C=2
     assert all(len(d) == 1 for d in digits("classes:1"))
+    assert set().union(*digits("classes:2", 10)) == set(range(10))  # client i holds digit i
     shards = split_indices(TINY_LABELS, "shards:2", 5, 3)
     assert [len(p) for p in shards] == [200] * 5  # 10 shards of 100 label-sorted images
     assert all(len(d) <= 4 for d in digits("shards:2"))  # 2 shards, each across <= 2 digits
