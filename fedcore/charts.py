@@ -223,8 +223,20 @@ def history_chart(history: pd.DataFrame) -> alt.Chart:
 
 
 def runs_history_chart(history: pd.DataFrame) -> alt.Chart:
-    """Several runs' global accuracy after each round, overlaid: `run, round, accuracy`."""
-    return _accuracy_per_round(history, "Global accuracy per round, run by run", "run", "run")
+    """Several runs' global accuracy after each round, overlaid (`tables.runs_history`:
+    `run, round, accuracy`): one line per run, in the runs' order, the legend below
+    with the runs' whole names (they say the settings)."""
+    return _accuracy_per_round(
+        history, "Global accuracy per round, run by run", "run", "run"
+    ).encode(
+        color=alt.Color(
+            "run:N",
+            title="run",
+            sort=None,
+            scale=alt.Scale(range=PALETTE),
+            legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=520),
+        )
+    )
 
 
 def story_chart(story: pd.DataFrame) -> alt.LayerChart:

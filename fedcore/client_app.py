@@ -16,10 +16,11 @@ from flwr.clientapp import ClientApp
 
 from fedcore.config import ExperimentConfig
 from fedcore.data import MnistData, load_mnist
-from fedcore.local_training import train_on_partition
+from fedcore.local_training import drops_out, train_on_partition
 from fedcore.model import build_model
 from fedcore.partition import ClientPartition, partition_clients
 from fedcore.run_config import experiment_config
+from fedcore.strategies import DROPOUT_REASON, UNIFORM_WEIGHT
 
 
 class ClientFailure(RuntimeError):
@@ -51,17 +52,25 @@ def train_handler(msg: Message, context: Context) -> Message:
     partition_id = node_partition(context, config)
     client = partition_id + 1
     server_round = int(msg.content["config"]["server-round"])
+    if drops_out(config, client, server_round):
+        raise ClientFailure(
+            f"client {client} {DROPOUT_REASON} in round {server_round} (dropout {config.dropout:g})"
+        )
+    proximal_mu = float(msg.content["config"].get("proximal-mu", 0.0))  # FedProx sends it
     try:
         data, partition = _partition(config, partition_id)
         model = build_model(config.seed, config.model)
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        losses = train_on_partition(model, data, partition, config, server_round)
+        losses = train_on_partition(
+            model, data, partition, config, server_round, proximal_mu=proximal_mu
+        )
     except Exception as error:
         raise ClientFailure(f"client {client} failed in round {server_round}: {error}") from error
+    metrics = {"num-examples": partition.size, "train-loss": losses[-1], UNIFORM_WEIGHT: 1}
     content = RecordDict(
         {
             "arrays": ArrayRecord(model.state_dict()),
-            "metrics": MetricRecord({"num-examples": partition.size, "train-loss": losses[-1]}),
+            "metrics": MetricRecord(metrics),
             "client": ConfigRecord({"client": client, "epoch-losses": losses}),
         }
     )
@@ -90,6 +99,19 @@ def with_run_config(
     return mod
 
 
+def clipping_mod(
+    msg: Message, context: Context, call_next: Callable[[Message, Context], Message]
+) -> Message:
+    """Flower's `fixedclipping_mod` when the server asks for client-side clipping
+    (its DP wrapper sends a clipping norm); the message untouched otherwise."""
+    from flwr.clientapp.mod import fixedclipping_mod
+    from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+
+    if KEY_CLIPPING_NORM in msg.content["config"]:
+        return fixedclipping_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
 def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     """The ClientApp; with `run_config`, for the engine's workers.
 
@@ -98,7 +120,8 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     passes the experiment's run config here and a mod puts it where
     `flwr run .` would have.
     """
-    client_app = ClientApp(mods=[] if run_config is None else [with_run_config(run_config)])
+    mods = [clipping_mod] if run_config is None else [with_run_config(run_config), clipping_mod]
+    client_app = ClientApp(mods=mods)
     client_app.train()(train_handler)
     return client_app
 

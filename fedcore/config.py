@@ -124,6 +124,76 @@ def parse_split(text: str) -> tuple[str, Any]:
     return kind, value
 
 
+# strategy -> its parameters and their defaults: Flower's, except where Flower's
+# default makes the strategy FedAvg itself (FedProx mu 0, FedAvgM momentum 0)
+STRATEGIES: dict[str, dict[str, float]] = {
+    "fedavg": {},
+    "fedprox": {"mu": 0.1},
+    "fedavgm": {"lr": 1.0, "momentum": 0.9},
+    "fedadam": {"eta": 0.1, "tau": 0.001},
+    "fedyogi": {"eta": 0.01, "tau": 0.001},
+    "fedadagrad": {"eta": 0.1, "tau": 0.001},
+    "fedmedian": {},
+    "fedtrimmedavg": {"beta": 0.2},
+    "krum": {"f": 0},
+    "multikrum": {"f": 0, "m": 1},
+}
+PRIVACY: dict[str, dict[str, float]] = {
+    "off": {},
+    "server": {"noise": 1.0, "clip": 1.0, "delta": 1e-5},
+    "client": {"noise": 1.0, "clip": 1.0, "delta": 1e-5},
+}
+WHOLE_PARAMETERS = ("f", "m")  # counts of clients
+# a parameter -> (is it allowed, what it must be)
+PARAMETER_RULES: dict[str, tuple[Any, str]] = {
+    "mu": (lambda v: v >= 0, ">= 0"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "eta": (lambda v: v > 0, "> 0"),
+    "tau": (lambda v: v > 0, "> 0"),
+    "beta": (lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
+    "f": (lambda v: v >= 0, "a count >= 0"),
+    "m": (lambda v: v >= 1, "a count >= 1"),
+    "noise": (lambda v: v > 0, "> 0"),
+    "clip": (lambda v: v > 0, "> 0"),
+    "delta": (lambda v: 0 < v < 1, "in (0, 1)"),
+}
+
+
+def parse_spec(
+    text: str, table: dict[str, dict[str, float]], what: str
+) -> tuple[str, dict[str, float]]:
+    """`"fedprox:mu=0.5"` -> `("fedprox", {"mu": 0.5})`; parameters left out take
+    the table's defaults, unknown names and bad values are errors that say so."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{what} must be text like {next(iter(table))!r}, got {text!r}")
+    name, _, given = text.strip().partition(":")
+    name = name.strip().lower()
+    if name not in table:
+        raise ConfigError(f"{what} {text!r}: unknown {what} {name!r} (known: {', '.join(table)})")
+    values = dict(table[name])
+    for item in filter(None, (part.strip() for part in given.split(","))):
+        key, equals, raw = item.partition("=")
+        key = key.strip()
+        if key not in values or not equals:
+            known = ", ".join(f"{k}=..." for k in values) or "no parameters"
+            raise ConfigError(f"{what} {text!r}: {name} takes {known}")
+        rule, meaning = PARAMETER_RULES[key]
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{what} {text!r}: {key} must be a number {meaning}") from None
+        if key in WHOLE_PARAMETERS and value != int(value) or not rule(value):
+            raise ConfigError(f"{what} {text!r}: {key} must be {meaning}, got {raw.strip()}")
+        values[key] = int(value) if key in WHOLE_PARAMETERS else value
+    return name, values
+
+
+def format_spec(name: str, values: dict[str, float]) -> str:
+    """The normal spelling, every parameter written: `"fedprox:mu=0.1"`."""
+    return name + (":" + ",".join(f"{k}={v:g}" for k, v in values.items()) if values else "")
+
+
 def format_split(kind: str, value: Any) -> str:
     """The normal spelling of a split: `("dirichlet", 0.1)` -> `"dirichlet:0.1"`."""
     return (
@@ -153,12 +223,15 @@ class ExperimentConfig:
 
     What each field means, its default and its limits are in `fedcore.settings`
     (`SETTINGS`, one row per field). In short: `num_clients` clients share the
-    MNIST training set, client i never sees `excluded_digits[i]`; FedAvg runs
-    `num_rounds` rounds of `local_epochs` local epochs (also the isolated
-    models' epochs) of SGD (`batch_size`, `learning_rate`, `momentum`) with a
-    `fraction_train` of the clients per round; `seed` seeds the split, the
-    weights, the batch order and the sampling; `data_dir` holds the four MNIST
-    IDX files (empty: `$FEDCORE_DATA_DIR`, else the Hugging Face Hub).
+    MNIST training set as `split` says (the default: client i never sees
+    `excluded_digits[i]`); `strategy` (Flower's, FedAvg by default, `privacy`
+    its DP wrapper) runs `num_rounds` rounds of `local_epochs` local epochs
+    (also the isolated models' epochs) of SGD (`batch_size`, `learning_rate`,
+    `momentum`) on `model`, with a `fraction_train` of the clients per round
+    (at least `min_train_clients`; each fails with probability `dropout`);
+    `seed` seeds the split, the weights, the batch order, the sampling and the
+    dropouts; `data_dir` holds the four MNIST IDX files (empty:
+    `$FEDCORE_DATA_DIR`, else the Hugging Face Hub).
 
     Example
     -------
@@ -171,6 +244,8 @@ class ExperimentConfig:
     split: str = BY_NAME["split"].default  # type: ignore[assignment]
     excluded_digits: tuple[tuple[int, ...], ...] = REFERENCE_EXCLUSIONS
     model: str = BY_NAME["model"].default  # type: ignore[assignment]
+    strategy: str = BY_NAME["strategy"].default  # type: ignore[assignment]
+    privacy: str = BY_NAME["privacy"].default  # type: ignore[assignment]
     num_rounds: int = BY_NAME["num_rounds"].default  # type: ignore[assignment]
     local_epochs: int = BY_NAME["local_epochs"].default  # type: ignore[assignment]
     batch_size: int = BY_NAME["batch_size"].default  # type: ignore[assignment]
@@ -178,6 +253,7 @@ class ExperimentConfig:
     momentum: float = BY_NAME["momentum"].default  # type: ignore[assignment]
     fraction_train: float = BY_NAME["fraction_train"].default  # type: ignore[assignment]
     min_train_clients: int = BY_NAME["min_train_clients"].default  # type: ignore[assignment]
+    dropout: float = BY_NAME["dropout"].default  # type: ignore[assignment]
     target_accuracy: float = BY_NAME["target_accuracy"].default  # type: ignore[assignment]
     seed: int = BY_NAME["seed"].default  # type: ignore[assignment]
     data_dir: str = BY_NAME["data_dir"].default  # type: ignore[assignment]
@@ -197,6 +273,17 @@ class ExperimentConfig:
                 f"{self.num_clients} clients"
             )
         object.__setattr__(self, "split", format_split(*parse_split(self.split)))
+        object.__setattr__(
+            self, "strategy", format_spec(*parse_spec(self.strategy, STRATEGIES, "strategy"))
+        )
+        object.__setattr__(
+            self, "privacy", format_spec(*parse_spec(self.privacy, PRIVACY, "privacy"))
+        )
+        if self.privacy_kind != "off" and self.strategy_name not in ("fedavg", "fedprox"):
+            raise ConfigError(
+                f"privacy {self.privacy} needs fedavg or fedprox: Flower's accountant follows "
+                f"FedAvg's aggregation only (the strategy is {self.strategy})"
+            )
         if self.model not in BY_NAME["model"].choices:
             raise ConfigError(
                 f"model must be one of {', '.join(BY_NAME['model'].choices)}, got {self.model!r}"
@@ -254,6 +341,23 @@ class ExperimentConfig:
     @property
     def split_parameter(self) -> Any:
         return parse_split(self.split)[1]
+
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy.partition(":")[0]
+
+    @property
+    def strategy_parameters(self) -> dict[str, float]:
+        return parse_spec(self.strategy, STRATEGIES, "strategy")[1]
+
+    @property
+    def privacy_kind(self) -> str:
+        """ "off", "server" or "client"."""
+        return self.privacy.partition(":")[0]
+
+    @property
+    def privacy_parameters(self) -> dict[str, float]:
+        return parse_spec(self.privacy, PRIVACY, "privacy")[1]
 
     @property
     def excluded_by_all(self) -> tuple[int, ...]:

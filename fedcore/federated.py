@@ -1,58 +1,37 @@
-"""The server side of federated training: FedAvg rounds, central evaluation, history.
+"""The server side of federated training: the strategy's rounds, central evaluation,
+history.
 
 `run_federated` is what the ServerApp does, whether it runs under `flwr run`,
-in-process from the notebook, or on the deployment engine. It keeps Flower's
-own `FedAvg` for sampling and weighted averaging and adds only bookkeeping:
-per-client losses, failures, and progress events for a UI.
+in-process from the notebook, or on the deployment engine. Sampling and
+aggregation are Flower's own strategy (`fedcore.strategies`); this module adds
+the global model's evaluation after every round, the history, and progress
+events for a UI.
 """
 
 from __future__ import annotations
 
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
 
 from fedcore.config import ExperimentConfig
 from fedcore.data import load_mnist
-from fedcore.evaluation import Evaluation, evaluate
+from fedcore.evaluation import Evaluation, digit_accuracy, evaluate
 from fedcore.model import build_model
 from fedcore.partition import missing_subsets, partition_clients
 from fedcore.progress import FederatedRunError, Progress, ProgressCallback
 from fedcore.results import FederatedResult, RoundResult
+from fedcore.strategies import RoundLog, RunLog, build_strategy, client_of, failure_reason
 
 REPLY_POLL_SECONDS = 0.05
 ROUND_TIMEOUT_SECONDS = 3600.0
 NODE_WAIT_SECONDS = 120.0  # for the first SuperNode to connect
 NODE_SETTLE_SECONDS = 10.0  # no new SuperNode for this long: that is all of them
-
-
-def client_of(reply: Message) -> int | None:
-    """The 1-based client number a ClientApp put in its reply (None on error replies)."""
-    if reply.has_error():
-        return None
-    return int(reply.content["client"]["client"])
-
-
-def failure_reason(reply: Message, server_round: int) -> str:
-    """A failed reply's reason without Flower's `<class '...'>:<'...'>` wrapping.
-
-    Our ClientApp's errors already say which client and round; others get the round.
-    """
-    reason = reply.error.reason
-    match = re.fullmatch(r"<class '[^']+'>:<'(.*)'>", reason, flags=re.DOTALL)
-    if match:
-        reason = match.group(1)
-    # How Flower's simulation backends wrap a ClientApp's exception.
-    reason = re.sub(r"^\s*Exception ClientAppException occurred\. Message: ", "", reason)
-    return reason if reason.startswith("client ") else f"round {server_round}: {reason}"
 
 
 class ReportingGrid:
@@ -94,49 +73,6 @@ class ReportingGrid:
             if pending:
                 time.sleep(self._poll)
         return replies
-
-
-@dataclass
-class RunLog:
-    """What the strategy saw, round by round."""
-
-    client_loss: dict[int, dict[str, list[float]]] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
-
-
-class FedcoreFedAvg(FedAvg):
-    """Flower's FedAvg, plus a record of each client's losses and of failed clients."""
-
-    def __init__(self, config: ExperimentConfig, log: RunLog) -> None:
-        super().__init__(
-            fraction_train=config.fraction_train,
-            fraction_evaluate=0.0,  # the server evaluates the global model centrally
-            min_train_nodes=config.min_train_clients,
-            min_available_nodes=config.num_clients,
-        )
-        self.log = log
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        # Replies arrive in whatever order clients finish; floating-point sums
-        # depend on order, so aggregate in client order for reproducible numbers.
-        replies = sorted(replies, key=lambda reply: client_of(reply) or 0)
-        losses: dict[str, list[float]] = {}
-        failures = []
-        for reply in replies:
-            if reply.has_error():
-                failures.append(failure_reason(reply, server_round))
-            else:
-                client = client_of(reply)
-                losses[str(client)] = list(reply.content["client"]["epoch-losses"])
-        failures.sort()
-        self.log.failures += failures
-        self.log.client_loss[server_round] = losses  # in client order, as the replies
-        if not losses:
-            reasons = "; ".join(dict.fromkeys(failures)) or "no client replied in time"
-            raise FederatedRunError(f"round {server_round}: every client failed ({reasons})")
-        return super().aggregate_train(server_round, replies)
 
 
 def wait_for_supernodes(grid: Grid, expected: int, stop: threading.Event) -> None:
@@ -186,13 +122,22 @@ class RoundRecorder:
             )
 
     def record_round(self, server_round: int, evaluation: Evaluation) -> None:
+        seen = self.log.rounds.get(server_round, RoundLog())
         self.history.append(
             RoundResult(
                 round=server_round,
                 accuracy=evaluation.accuracy,
                 loss=evaluation.loss,
                 subset_accuracy=evaluation.subset_accuracy,
-                client_loss=self.log.client_loss.get(server_round, {}),
+                client_loss=seen.client_loss,
+                digit_accuracy=digit_accuracy(evaluation.confusion),
+                update_norm=seen.update_norm,
+                update_cosine=seen.update_cosine,
+                messages_sent=seen.messages_sent,
+                bytes_sent=seen.bytes_sent,
+                messages_received=seen.messages_received,
+                bytes_received=seen.bytes_received,
+                epsilon=seen.epsilon,
             )
         )
         self.confusions[server_round] = evaluation.confusion
@@ -250,16 +195,17 @@ def run_federated(
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
 ) -> FederatedResult:
-    """FedAvg for `config.num_rounds` rounds; evaluate the global model before and after each.
+    """The config's strategy for `config.num_rounds` rounds; evaluate the global model
+    before the first round and after each.
 
     Setting `stop` makes a round that is waiting for replies give up at once.
     """
     stop = stop or threading.Event()
     wait_for_supernodes(grid, config.num_clients, stop)
-    random.seed(config.seed)  # FedAvg samples clients with the `random` module
+    random.seed(config.seed)  # Flower's strategies sample clients with the `random` module
     recorder = RoundRecorder(config, on_progress)
     evaluation = GlobalEvaluation(config, recorder)
-    FedcoreFedAvg(config, recorder.log).start(
+    build_strategy(config, recorder.log).start(
         grid=ReportingGrid(grid, recorder.on_reply, stop),
         initial_arrays=ArrayRecord(build_model(config.seed, config.model).state_dict()),
         num_rounds=config.num_rounds,

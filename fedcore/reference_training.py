@@ -26,15 +26,20 @@ def reference_train(
     learning_rate: float,
     momentum: float,
     seed: int,
+    proximal_mu: float = 0.0,
     on_epoch: EpochCallback | None = None,
 ) -> list[float]:
     """Train in place with SGD + momentum on the mean cross-entropy of each batch;
-    return the mean training loss of every epoch (`on_epoch(epoch, loss)` after each)."""
+    return the mean training loss of every epoch (`on_epoch(epoch, loss)` after each).
+
+    `proximal_mu` > 0 adds FedProx's proximal term `mu / 2 * ||w - w_start||^2`
+    to what is minimized (the reported loss stays the cross-entropy)."""
     if len(x) == 0:
         raise ValueError("cannot train on an empty dataset")
     use_one_thread()
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
+    start_weights = [p.detach().clone() for p in model.parameters()]
     losses: list[float] = []
     with flush_denormals():
         for epoch in range(1, epochs + 1):
@@ -45,8 +50,12 @@ def reference_train(
                 batch_x = epoch_x[start : start + batch_size]
                 batch_y = epoch_y[start : start + batch_size]
                 loss = F.cross_entropy(model(batch_x), batch_y)
+                proximal = sum(
+                    (p - p0).pow(2).sum()
+                    for p, p0 in zip(model.parameters(), start_weights, strict=True)
+                )
                 optimizer.zero_grad()
-                loss.backward()
+                (loss + proximal_mu / 2 * proximal if proximal_mu else loss).backward()
                 optimizer.step()
                 total += loss.item() * len(batch_y)
             losses.append(total / len(x))

@@ -58,6 +58,16 @@ class RoundResult:
     subset_accuracy: dict[str, float]
     # client number (as text, JSON keys are strings) -> loss of every local epoch
     client_loss: dict[str, list[float]] = field(default_factory=dict)
+    digit_accuracy: list[float] = field(default_factory=list)  # test accuracy on each digit
+    # client -> L2 norm of its update (its weights minus the round's global weights)
+    update_norm: dict[str, float] = field(default_factory=dict)
+    # client -> cosine between its update and the aggregated one (drift: low = pulls away)
+    update_cosine: dict[str, float] = field(default_factory=dict)
+    messages_sent: int = 0  # model weights to the sampled clients, and their bytes
+    bytes_sent: int = 0
+    messages_received: int = 0  # updates back, and their bytes
+    bytes_received: int = 0
+    epsilon: float | None = None  # privacy spent so far (differential privacy only)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The Flower ServerApp: FedAvg rounds, then the results JSON in the results folder."""
+"""The Flower ServerApp: the strategy's rounds, then the results JSON in the results folder."""
 
 from __future__ import annotations
 

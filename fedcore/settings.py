@@ -62,8 +62,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model", str, "mlp", "model", "--model", "Model",
             "mlp (784-128-10), 2nn (784-200-200-10, McMahan et al.) or cnn (McMahan et al.)",
             control="own", choices=("mlp", "2nn", "cnn")),
+    Setting("strategy", str, "fedavg", "strategy", "--strategy", "Strategy",
+            "Flower's aggregation rule and its main parameters: fedavg, fedprox:mu=0.1, "
+            "fedavgm:lr=1,momentum=0.9, fedadam:eta=0.1,tau=0.001, fedyogi:eta=0.01,tau=0.001, "
+            "fedadagrad:eta=0.1,tau=0.001, fedmedian, fedtrimmedavg:beta=0.2, krum:f=0, "
+            "multikrum:f=0,m=1 (parameters left out take these values)", control="own"),
+    Setting("privacy", str, "off", "privacy", "--privacy", "Differential privacy",
+            "off, or Flower's fixed-clipping DP wrapper with its accountant: "
+            "server:noise=1,clip=1,delta=1e-05 (the server clips every update) or "
+            "client:noise=1,clip=1,delta=1e-05 (each client clips its own); fedavg or fedprox",
+            control="own"),
     Setting("num_rounds", int, 3, "num-server-rounds", "--rounds", "Federated rounds",
-            "rounds of FedAvg", 1, 1000, control="slider", app_high=50),
+            "federated rounds", 1, 1000, control="slider", app_high=50),
     Setting("local_epochs", int, 10, "local-epochs", "--epochs", "Local epochs",
             "epochs each client trains per round, and the isolated models' epochs", 1, 20,
             control="slider"),
@@ -80,6 +90,9 @@ SETTINGS: tuple[Setting, ...] = (
             "At least this many clients per round",
             "fewest clients that train in a round, whatever the fraction", 1, 100, step=1,
             app_high=20),
+    Setting("dropout", float, 0.0, "dropout", "--dropout", "Client dropout",
+            "probability that a sampled client fails to answer in a round (drawn from the seed)",
+            0.0, 0.9, control="slider", step=0.05),
     Setting("target_accuracy", float, 97.0, "target-accuracy", "--target",
             "Target test accuracy (%)",
             "the results say after how many rounds the global model first reached this test "

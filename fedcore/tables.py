@@ -7,10 +7,11 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 import torch
 
-from fedcore.config import format_digits
+from fedcore.config import ExperimentConfig, format_digits
 from fedcore.data import MnistData
 from fedcore.partition import ClientPartition
 from fedcore.results import ClientResult, ExperimentResult, FederatedResult, RoundResult
+from fedcore.settings import BY_NAME, SETTINGS
 
 FEDERATED = "Federated"
 ALL_DIGITS = "all digits"
@@ -314,3 +315,99 @@ def lab_summary(result: ExperimentResult) -> pd.DataFrame:
     total = result.timings.get("total")
     add("Wall time", total, "-" if total is None else f"{total:.1f} s")
     return pd.DataFrame(rows, columns=["measure", "value", "text"])
+
+
+# ------------------------------------------------------------- runs side by side
+# Shared by the app's "Compare runs" and the HTML report of several runs. A run is
+# `(name, result)`; the names of the runs compared together are all different.
+
+Run = tuple[str, ExperimentResult]
+NO_EXCLUSIONS = "none"
+
+
+def run_label(config: ExperimentConfig) -> str:
+    """A run's main settings in words: `"dirichlet:0.1, 10 clients, mlp, 3 rounds of
+    1 epoch"`."""
+    rounds = f"{config.num_rounds} round{'s' if config.num_rounds != 1 else ''}"
+    epochs = f"{config.local_epochs} epoch{'s' if config.local_epochs != 1 else ''}"
+    return f"{config.split}, {config.num_clients} clients, {config.model}, {rounds} of {epochs}"
+
+
+def _setting_text(config: ExperimentConfig, name: str) -> str:
+    """A setting as the CLI and Flower spell it (`"1,3,7;2,5,8"`, `0.01`)."""
+    value = config.to_run_config()[BY_NAME[name].key]
+    return str(value) if value != "" else NO_EXCLUSIONS
+
+
+def differing_settings(runs: Sequence[Run]) -> pd.DataFrame:
+    """`setting, label`, then one column per run (its name): every setting whose value
+    differs between the runs, as text, in the settings table's order; no rows when
+    the runs have the same settings. The data folder is not compared."""
+    names = [s.name for s in SETTINGS if s.name != "data_dir"]
+    rows = []
+    for name in names:
+        values = [_setting_text(result.config, name) for _, result in runs]
+        if len(set(values)) > 1:
+            rows.append(
+                {"setting": name, "label": BY_NAME[name].label}
+                | dict(zip((run for run, _ in runs), values, strict=True))
+            )
+    return pd.DataFrame(rows, columns=["setting", "label", *(run for run, _ in runs)])
+
+
+def runs_history(runs: Sequence[Run]) -> pd.DataFrame:
+    """`run, round, accuracy`: each run's global model on the whole test set after each
+    round (0 = initial weights), for `charts.runs_history_chart`; runs without a
+    federated model are left out."""
+    return pd.DataFrame(
+        [
+            {"run": name, "round": h.round, "accuracy": h.accuracy}
+            for name, result in runs
+            if result.federated is not None
+            for h in result.federated.history
+        ],
+        columns=["run", "round", "accuracy"],
+    )
+
+
+def runs_final_accuracies(runs: Sequence[Run]) -> pd.DataFrame:
+    """`model, test_set`, then one column per run (its name): the final federated model
+    on all digits and on every missing-digit subset any of the runs has, then the
+    centralized baseline and the isolated models' mean on all digits. A run without
+    that model or subset has None; a row no run has is left out."""
+    subsets: list[str] = []
+    for _, result in runs:
+        if result.federated is not None:
+            subsets += [s for s in result.federated.subset_accuracy if s not in subsets]
+
+    def federated(subset: str | None):
+        def score(result: ExperimentResult) -> float | None:
+            if result.federated is None:
+                return None
+            if subset is None:
+                return result.federated.accuracy
+            return result.federated.subset_accuracy.get(subset)
+
+        return score
+
+    def centralized(result: ExperimentResult) -> float | None:
+        return None if result.centralized is None else result.centralized.accuracy
+
+    def isolated_mean(result: ExperimentResult) -> float | None:
+        isolated = result.isolated
+        return sum(c.accuracy for c in isolated) / len(isolated) if isolated else None
+
+    measures = [
+        (FEDERATED, ALL_DIGITS, federated(None)),
+        *[(FEDERATED, subset_name(s), federated(s)) for s in subsets],
+        (CENTRALIZED, ALL_DIGITS, centralized),
+        (ISOLATED_MEAN, ALL_DIGITS, isolated_mean),
+    ]
+    rows = []
+    for model, test_set, score in measures:
+        values = {name: score(result) for name, result in runs}
+        if any(v is not None for v in values.values()):
+            rows.append({"model": model, "test_set": test_set} | values)
+    return pd.DataFrame(
+        rows, columns=["model", "test_set", *(name for name, _ in runs)], dtype=object
+    )

@@ -114,10 +114,12 @@ def train(
     learning_rate: float,
     momentum: float,
     seed: int,
+    proximal_mu: float = 0.0,
     on_epoch: EpochCallback | None = None,
 ) -> list[float]:
     """Train in place with SGD + momentum on the mean cross-entropy of each batch;
-    return the mean training loss of every epoch.
+    return the mean training loss of every epoch. `proximal_mu` > 0 adds FedProx's
+    proximal term `mu / 2 * ||w - w_start||^2` (its gradient: `mu * (w - w_start)`).
 
     `on_epoch(epoch, loss)` (1-based epoch) lets a UI show progress. MLPs take
     the written-out passes; other models (the CNN) the autograd loop of
@@ -135,6 +137,7 @@ def train(
             learning_rate=learning_rate,
             momentum=momentum,
             seed=seed,
+            proximal_mu=proximal_mu,
             on_epoch=on_epoch,
         )
     if len(x) == 0:
@@ -145,6 +148,7 @@ def train(
     weights = torch.cat([t.reshape(-1) for t in originals])
     grads, velocity = torch.empty_like(weights), torch.zeros_like(weights)
     layers, layer_grads = _pairs(_views(weights, originals)), _pairs(_views(grads, originals))
+    start_weights = weights.clone() if proximal_mu else None
     epoch_x = torch.empty_like(x)  # reused: a fresh 40 MB buffer per epoch costs page faults
     losses: list[float] = []
     with torch.no_grad(), flush_denormals():
@@ -157,6 +161,8 @@ def train(
                 batch_x = epoch_x[start : start + batch_size]
                 targets = epoch_targets[start : start + batch_size]
                 total += _backprop(layers, layer_grads, batch_x, targets)
+                if start_weights is not None:  # FedProx: + mu * (w - w_start)
+                    grads.add_(weights, alpha=proximal_mu).sub_(start_weights, alpha=proximal_mu)
                 velocity.mul_(momentum).add_(grads)  # v = m * v + g (v starts at 0: v = g)
                 weights.sub_(velocity, alpha=learning_rate)
             losses.append(total.item() / len(x))

@@ -106,6 +106,22 @@ def test_a_killed_engine_is_one_line_and_the_next_run_works(tiny):
         assert engine.submit(tiny()).result().federated is not None
 
 
+def test_a_reply_the_caller_cannot_read_fails_the_run_not_the_engine(engine, tiny, monkeypatch):
+    """E.g. an engine process running other code than its caller: one line, no hang."""
+    from fedcore.engine import supervisor
+
+    class Unreadable(supervisor.ExperimentResult):
+        @classmethod
+        def from_dict(cls, data):
+            raise TypeError("RoundResult.__init__() got an unexpected keyword argument 'x'")
+
+    monkeypatch.setattr(supervisor, "ExperimentResult", Unreadable)
+    with pytest.raises(EngineError, match="the engine's 'done' message could not be read"):
+        engine.submit(tiny()).result(timeout=60)
+    monkeypatch.undo()
+    assert engine.submit(tiny()).result(timeout=60).federated is not None
+
+
 def test_closing_the_engine_stops_every_process(tiny):
     engine = Engine()
     engine.submit(tiny()).result()

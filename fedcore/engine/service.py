@@ -86,7 +86,7 @@ def run_federated_on_pool(
     stop: threading.Event,
     on_reply: Callable[[Any, Any], None] | None = None,
 ) -> FederatedResult:
-    """FedAvg through Flower (ServerApp and ClientApps) on the pool's workers."""
+    """The federated run through Flower (ServerApp and ClientApps) on the pool's workers."""
     from flwr.serverapp import ServerApp
 
     from fedcore.engine.flower_runtime import run_on_pool

@@ -258,7 +258,10 @@ class Engine:
             except (EOFError, OSError):
                 break
             with self._changed:
-                self._handle(message)
+                try:
+                    self._handle(message)
+                except Exception as error:  # this thread must live on
+                    self._reject(message, error)
                 self._changed.notify_all()
         code = process.wait()
         with self._changed:
@@ -282,6 +285,22 @@ class Engine:
                 self._start_process()
                 self._dispatch()
             self._changed.notify_all()
+
+    def _reject(self, message: tuple[Any, ...], error: Exception) -> None:
+        """A message that could not be handled (e.g. an engine running other code than
+        this process after an upgrade) fails its job with one line instead of
+        leaving it waiting forever."""
+        job = self._running
+        if job is None or job.finished:
+            return
+        log.error("run %d: a message from the engine could not be read: %r", job.id, error)
+        self._finish(
+            job, "failed", f"the engine's {message[0]!r} message could not be read ({error})"
+        )
+        with contextlib.suppress(OSError):
+            self._conn.send(("cancel", job.id))  # the engine may still be running it
+        self._running = None
+        self._dispatch()
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]

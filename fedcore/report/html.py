@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import fields
 
 import altair as alt
-import pandas as pd
 
 from fedcore import charts, tables
-from fedcore.config import ExperimentConfig
 from fedcore.report.figures import run_charts, to_svg
 from fedcore.results import ExperimentResult
 
@@ -135,44 +132,43 @@ def _run_section(name: str, result: ExperimentResult) -> str:
     )
 
 
-def _differing_settings(runs: Sequence[tuple[str, ExperimentResult]]) -> str:
-    names = [f.name for f in fields(ExperimentConfig) if f.name != "data_dir"]
-    values = {n: [r.config.to_dict()[n] for _, r in runs] for n in names}
-    differ = [n for n in names if any(v != values[n][0] for v in values[n])]
-    if not differ:
+def _differing_settings(runs: Sequence[tables.Run]) -> str:
+    differ = tables.differing_settings(runs)
+    if differ.empty:
         return "<p class='note'>The runs have the same settings.</p>"
     head = "".join(f"<th>{html.escape(run)}</th>" for run, _ in runs)
     rows = "".join(
-        f"<tr><td>{n}</td>"
-        + "".join(f"<td>{html.escape(str(v))}</td>" for v in values[n])
+        f"<tr><td>{html.escape(row[0])}</td>"
+        + "".join(f"<td>{html.escape(v)}</td>" for v in row[2:])
         + "</tr>"
-        for n in differ
+        for row in differ.itertuples(index=False)
     )
     return f"<h3>Settings that differ</h3><table><tr><th>setting</th>{head}</tr>{rows}</table>"
 
 
-def _side_by_side(runs: Sequence[tuple[str, ExperimentResult]]) -> str:
-    rows = [
-        {"run": name, "round": h.round, "accuracy": h.accuracy}
-        for name, result in runs
-        if result.federated is not None
-        for h in result.federated.history
-    ]
-    overlay = (
-        _figure("runs-accuracy-per-round", charts.runs_history_chart(pd.DataFrame(rows)))
-        if rows
-        else ""
+def _final_accuracies(runs: Sequence[tables.Run]) -> str:
+    finals = tables.runs_final_accuracies(runs)
+    head = "".join(f'<th data-run="{html.escape(run)}">{html.escape(run)}</th>' for run, _ in runs)
+    rows = "".join(
+        f'<tr data-model="{html.escape(row[0])}" data-test-set="{html.escape(row[1])}">'
+        f"<td>{html.escape(row[0])}, {html.escape(row[1])}</td>"
+        + "".join(_cell(v) for v in row[2:])
+        + "</tr>"
+        for row in finals.itertuples(index=False)
     )
-    finals = "".join(
-        f'<tr data-run="{html.escape(name)}"><td>{html.escape(name)}</td>'
-        f"{_cell(result.federated.accuracy if result.federated else None)}</tr>"
-        for name, result in runs
+    return f"<h3>Final accuracy</h3><table><tr><th>model, test set</th>{head}</tr>{rows}</table>"
+
+
+def _side_by_side(runs: Sequence[tables.Run]) -> str:
+    history = tables.runs_history(runs)
+    overlay = (
+        _figure("runs-accuracy-per-round", charts.runs_history_chart(history))
+        if len(history)
+        else ""
     )
     return (
         "<section><h2>Runs side by side</h2>"
-        f"{_differing_settings(runs)}"
-        f"<h3>Final global accuracy</h3><table><tr><th>run</th><th>all digits</th></tr>"
-        f"{finals}</table>{overlay}</section>"
+        f"{_differing_settings(runs)}{_final_accuracies(runs)}{overlay}</section>"
     )
 
 
