@@ -114,6 +114,8 @@ def row(cell: Cell, result: ExperimentResult) -> dict[str, Any]:
     out |= {
         "split": config.split,
         "model": config.model,
+        "strategy": config.strategy,
+        "privacy": config.privacy,
         "clients": config.num_clients,
         "rounds": config.num_rounds,
         "local_epochs": config.local_epochs,
@@ -127,6 +129,8 @@ def row(cell: Cell, result: ExperimentResult) -> dict[str, Any]:
         out["worst_subset"] = worst
         out["worst_subset_accuracy"] = scores[worst] if worst else None
         out[f"rounds_to_{config.target_accuracy:g}pct"] = federated.rounds_to_target
+        out["epsilon"] = federated.history[-1].epsilon
+        out["failures"] = len(federated.failures)
     if result.centralized is not None:
         out["centralized_accuracy"] = result.centralized.accuracy
     if result.isolated:
