@@ -36,6 +36,7 @@ from fedcore.storage import atomic_file, cache_dir
 
 if TYPE_CHECKING:
     import pandas as pd
+    from flwr_datasets.partitioner import Partitioner
 
 MAX_REPORTED_SUBSETS = 10  # missing-digit subsets scored every round (the first clients')
 
@@ -69,7 +70,7 @@ def iid_shards(num_samples: int, num_partitions: int, seed: int) -> list[torch.T
     return [torch.from_numpy(shard) for shard in np.array_split(permutation, num_partitions)]
 
 
-def library_partitioner(split: str, num_partitions: int, seed: int):  # noqa: ANN201
+def library_partitioner(split: str, num_partitions: int, seed: int) -> Partitioner:
     """The flwr-datasets partitioner for a split other than exclude / iid."""
     from flwr_datasets import partitioner as fp  # heavy: only for these splits
 
