@@ -89,14 +89,16 @@ def _(mo, settings_from_cli):
 
 @app.cell(hide_code=True)
 def _(BY_NAME, control_range, defaults, mo):
-    def control(name):
-        """A setting's control: label, range and step from the settings table."""
+    def control(name, start_from=None):
+        """A setting's control: label, range and step from the settings table, its
+        value from `start_from` (a config; the page's defaults if not given)."""
         setting = BY_NAME[name]
-        value = getattr(defaults, name)
+        value = getattr(defaults if start_from is None else start_from, name)
         if setting.choices:
             return mo.ui.dropdown(list(setting.choices), value=value, label=setting.label)
         start, stop, step = control_range(setting)
-        stop = max(stop, value)  # a command-line value may pass the page's range
+        # a value from the command line or the page's address may pass the page's range
+        start, stop = min(start, value), max(stop, value)
         if setting.control == "slider":
             return mo.ui.slider(
                 start, stop, step=step, value=value, debounce=True, show_value=True,
@@ -320,6 +322,26 @@ def _(mo):
 
 
 @app.cell(hide_code=True)
+def _(mo, tables):
+    # "Compare runs" keeps every run finished on this page (the story's, the lab's)
+    # and every results file loaded: `(name, result)`, in the order they came.
+    get_kept_runs, set_kept_runs = mo.state([])
+    get_pinned_runs, set_pinned_runs = mo.state([])  # the names pinned, kept across redraws
+
+    def keep_run(source, result, file=None):
+        """Keep a finished run, named by where it comes from and its settings
+        (`"lab 2: dirichlet:0.1, 10 clients, mlp, 3 rounds of 1 epoch"`); the same
+        result again is not kept twice."""
+        kept = get_kept_runs()
+        if any(other == result for _, other in kept):
+            return
+        origin = f"{source} {len(kept) + 1}" + (f" ({file})" if file else "")
+        set_kept_runs([*kept, (f"{origin}: {tables.run_label(result.config)}", result)])
+
+    return get_kept_runs, get_pinned_runs, keep_run, set_pinned_runs
+
+
+@app.cell(hide_code=True)
 def _(charts, mo, retry_button, tables, time):
     def bar(done, total, label):
         share = 100 * done / max(total, 1)
@@ -485,10 +507,11 @@ def _(charts, config, isolated, mo, normalized_switch, tables):
 
 
 @app.cell(hide_code=True)
-def _(get_run_finished, mo, run):
+def _(get_run_finished, keep_run, mo, run):
     get_run_finished()  # drawn when the whole run is done
     mo.stop(run.status().state != "done")
     federated = run.result().federated
+    keep_run("story", run.result())
     return (federated,)
 
 
@@ -721,19 +744,94 @@ def _(mo):
 
 
 @app.cell(hide_code=True)
-def _(BY_NAME, SPLITS, control, defaults, mo):
-    # Labels, ranges and defaults come from the settings table, as the story's.
+def _(BY_NAME, ConfigError, default_exclusions, defaults, mo):
+    # The lab's settings live in the page's address, under their run-config keys
+    # (`?split=classes:2&num-clients=4&num-server-rounds=2&local-epochs=1`; the CLI's
+    # flag names, `clients=4`, are read too): read when the page opens, written when
+    # the lab runs, so a link opens the same lab settings.
+    LAB_SETTINGS = ("split", "model", "num_clients", "num_rounds", "local_epochs",
+                    "fraction_train", "min_train_clients", "target_accuracy", "seed")  # fmt: skip
+    # marimo's own parameters, not settings
+    NOT_SETTINGS = {"file", "kiosk", "mode", "view-as", "show-code", "access_token"}
+
+    def lab_config_with(base, **changes):
+        """`base` with some lab settings changed; the exclude split's exclusions
+        cycled to the number of clients, as the lab's controls make them."""
+        merged = {"split": base.split, "num_clients": base.num_clients} | changes
+        exclude = str(merged["split"]).strip().lower().partition(":")[0] == "exclude"
+        return base.replace(
+            **changes,
+            excluded_digits=default_exclusions(merged["num_clients"]) if exclude else (),
+        )
+
+    def lab_settings_from_url(params):
+        """The lab's starting settings from the page's address, and one line for each
+        parameter that could not be used (its default is used instead)."""
+        names = {BY_NAME[n].key: n for n in LAB_SETTINGS}
+        names |= {BY_NAME[n].flag.removeprefix("--"): n for n in LAB_SETTINGS}
+        given, problems = {}, []
+        for key in params:
+            if key in NOT_SETTINGS:
+                continue
+            if key not in names:
+                known = ", ".join(BY_NAME[n].key for n in LAB_SETTINGS)
+                problems.append(f"`{key}` is not a lab setting (the lab's: {known})")
+                continue
+            given[names[key]] = (key, params.get_all(key)[-1])
+        config = lab_config_with(defaults)
+        for name in LAB_SETTINGS:  # in this order: the clients before the minimum of them
+            if name not in given:
+                continue
+            key, text = given[name]
+            kind = BY_NAME[name].kind
+            try:
+                try:
+                    value = kind(text.strip())
+                except ValueError:
+                    what = "a whole number" if kind is int else "a number"
+                    raise ConfigError(f"{name} must be {what}, got {text!r}") from None
+                config = lab_config_with(config, **{name: value})
+            except ConfigError as error:
+                problems.append(f"`{key}={text}`: {str(error).rstrip('.')}")
+        return config, problems
+
+    def lab_url(config):
+        """The lab's settings of `config` as the page's address spells them."""
+        values = {}
+        for name in LAB_SETTINGS:
+            value = getattr(config, name)
+            values[BY_NAME[name].key] = f"{value:g}" if isinstance(value, float) else str(value)
+        return values
+
+    def write_lab_url(config):
+        """Put the lab's settings of `config` in the page's address."""
+        params = mo.query_params()
+        for name in LAB_SETTINGS:
+            alias = BY_NAME[name].flag.removeprefix("--")
+            if alias != BY_NAME[name].key and alias in params:
+                params.remove(alias)  # the key below says it
+        for key, text in lab_url(config).items():
+            params[key] = text
+
+    lab_defaults, lab_url_problems = lab_settings_from_url(mo.query_params())
+    return lab_defaults, lab_url_problems, write_lab_url
+
+
+@app.cell(hide_code=True)
+def _(BY_NAME, SPLITS, control, lab_defaults, mo):
+    # Labels, ranges and defaults come from the settings table, as the story's; the
+    # values from the page's address, if it gives them.
     lab_split_kind = mo.ui.dropdown(
-        list(SPLITS), value=defaults.split_kind, label=BY_NAME["split"].label
+        list(SPLITS), value=lab_defaults.split_kind, label=BY_NAME["split"].label
     )
-    lab_model = control("model")
-    lab_clients = control("num_clients")
-    lab_rounds = control("num_rounds")
-    lab_epochs = control("local_epochs")
-    lab_fraction = control("fraction_train")
-    lab_min_clients = control("min_train_clients")
-    lab_target = control("target_accuracy")
-    lab_seed = control("seed")
+    lab_model = control("model", lab_defaults)
+    lab_clients = control("num_clients", lab_defaults)
+    lab_rounds = control("num_rounds", lab_defaults)
+    lab_epochs = control("local_epochs", lab_defaults)
+    lab_fraction = control("fraction_train", lab_defaults)
+    lab_min_clients = control("min_train_clients", lab_defaults)
+    lab_target = control("target_accuracy", lab_defaults)
+    lab_seed = control("seed", lab_defaults)
     lab_run_button = mo.ui.run_button(label="Run the lab", kind="success")
     return (
         lab_clients,
@@ -750,15 +848,15 @@ def _(BY_NAME, SPLITS, control, defaults, mo):
 
 
 @app.cell(hide_code=True)
-def _(SIZE_LAWS, SPLITS, defaults, lab_split_kind, mo):
+def _(SIZE_LAWS, SPLITS, lab_defaults, lab_split_kind, mo):
     # The split's parameter: its type, default and meaning from SPLITS.
     _spec = SPLITS[lab_split_kind.value]
     if _spec is None:
         lab_split_parameter = None
     else:
         _kind_type, _default, _meaning = _spec
-        if lab_split_kind.value == defaults.split_kind:
-            _default = defaults.split_parameter  # `marimo run app.py -- --split ...`
+        if lab_split_kind.value == lab_defaults.split_kind:
+            _default = lab_defaults.split_parameter  # the address's, or `-- --split ...`
         if _kind_type is str:
             lab_split_parameter = mo.ui.dropdown(list(SIZE_LAWS), value=_default, label=_meaning)
         else:
@@ -784,11 +882,23 @@ def _(
     lab_split_kind,
     lab_split_parameter,
     lab_target,
+    lab_url_problems,
     mo,
 ):
     _split = (
         [lab_split_kind] if lab_split_parameter is None else [lab_split_kind, lab_split_parameter]
     )
+    _url = []
+    if lab_url_problems:
+        _url.append(
+            mo.callout(
+                mo.md(
+                    "**Some settings in the page's address were not used** (the defaults "
+                    "are):\n\n" + "\n".join(f"- {p}" for p in lab_url_problems)
+                ),
+                kind="warn",
+            )
+        )
     _exclusions = None
     if lab_split_kind.value == "exclude":
         _groups = {}
@@ -805,6 +915,7 @@ def _(
     mo.vstack(
         [
             mo.md("## The lab's settings"),
+            *_url,
             mo.hstack([*_split, lab_model], justify="start", gap=2, wrap=True),
             *([_exclusions] if _exclusions is not None else []),
             mo.hstack([lab_clients, lab_rounds, lab_epochs], justify="start", gap=2, wrap=True),
@@ -892,10 +1003,11 @@ def _(mo):
 
 
 @app.cell(hide_code=True)
-def _(lab_config, lab_run_button, set_lab_request):
+def _(lab_config, lab_run_button, set_lab_request, write_lab_url):
     # Only the button starts a run: moving a control neither starts nor stops one.
     if lab_run_button.value and lab_config is not None:
         set_lab_request(lab_config)
+        write_lab_url(lab_config)  # a link to the page now opens these settings
     return
 
 
@@ -934,10 +1046,11 @@ def _(end_view, engine, get_lab_request, lab_runs, mo, set_lab_finished, watch_r
 
 
 @app.cell(hide_code=True)
-def _(get_lab_finished, lab_run, mo):
+def _(get_lab_finished, keep_run, lab_run, mo):
     get_lab_finished()  # drawn when the lab's run is done
     mo.stop(lab_run.status().state != "done")
     lab_result = lab_run.result()
+    keep_run("lab", lab_result)
     return (lab_result,)
 
 
@@ -1025,6 +1138,165 @@ def _(charts, lab_result, mo, tables):
             mo.hstack(_charts, justify="start", align="start", gap=2, wrap=True),
         ]
     )
+    return
+
+
+@app.cell(hide_code=True)
+def _():
+    # The comparison's own imports.
+    import html
+
+    from fedcore.results import ExperimentResult, ResultsError
+
+    return ExperimentResult, ResultsError, html
+
+
+@app.cell(hide_code=True)
+def _(mo):
+    runs_file = mo.ui.file(filetypes=[".json"], multiple=True, label="Load results files (JSON)")
+    return (runs_file,)
+
+
+@app.cell(hide_code=True)
+def _(mo, runs_file):
+    mo.vstack(
+        [
+            mo.md(
+                r"""
+                ---
+                # Compare runs
+
+                Every run that finishes on this page is kept here: the story's and
+                each of the lab's. Results files join them: those that
+                `python -m fedcore run --out results.json` and `flwr run .`
+                (`results/`) write, and the one the story's Share section downloads.
+                Pin two or more to see them side by side: their accuracy per round,
+                their final accuracies and the settings that differ.
+                """
+            ),
+            runs_file,
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(ExperimentResult, ResultsError, html, keep_run, mo, runs_file):
+    def _read(upload):
+        """A results file's text as a result; `ResultsError` (naming the file) if it
+        is not one, as `ExperimentResult.load` says it."""
+        try:
+            return ExperimentResult.from_json(upload.contents.decode("utf-8"))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ResultsError(f"{upload.name}: not a fedcore results file ({error})") from None
+
+    _problems = []
+    for _upload in runs_file.value:
+        try:
+            keep_run("file", _read(_upload), file=_upload.name)
+        except ResultsError as _error:
+            _problems.append(
+                mo.callout(mo.Html(f"<b>Not loaded:</b> {html.escape(str(_error))}"), kind="danger")
+            )
+    mo.vstack(_problems) if _problems else None
+    return
+
+
+@app.cell(hide_code=True)
+def _(get_kept_runs, get_pinned_runs, mo, set_pinned_runs):
+    _names = [name for name, _ in get_kept_runs()]
+    pin_select = mo.ui.multiselect(
+        options=_names,
+        value=[name for name in get_pinned_runs() if name in _names],
+        label="Pinned runs",
+        on_change=set_pinned_runs,
+        full_width=True,
+    )
+    return (pin_select,)
+
+
+@app.cell(hide_code=True)
+def _(charts, get_kept_runs, html, mo, pin_select, report_html, tables):
+    _kept = get_kept_runs()
+    _pinned = [(name, result) for name, result in _kept if name in pin_select.value]
+
+    def _short(name):
+        return name.partition(": ")[0]  # "lab 2", "file 3 (x.json)"
+
+    def _table(head, rows):
+        """A table of text, for runs' names and settings (escaped, `|` too)."""
+
+        def cells(values):
+            return "| " + " | ".join(html.escape(v).replace("|", "\\|") for v in values) + " |"
+
+        lines = [cells(head), "| :--- " + "| ---: " * (len(head) - 1) + "|"]
+        return mo.md("\n".join(lines + [cells(row) for row in rows]))
+
+    if len(_pinned) < 2:
+        _hint = (
+            "Pin two or more runs above to see them side by side."
+            if len(_kept) >= 2
+            else f"{len(_kept)} run{'' if len(_kept) == 1 else 's'} kept so far: run the lab "
+            "(with other settings than the story's) or load a results file to have two to "
+            "compare."
+        )
+        _view = [mo.md(f"_{_hint}_")]
+    else:
+        _names = [_short(name) for name, _ in _pinned]
+        _differ = tables.differing_settings(_pinned)
+        _settings = (
+            _table(
+                ["setting", *_names],
+                [[f"{r[1]} ({r[0]})", *r[2:]] for r in _differ.itertuples(index=False)],
+            )
+            if len(_differ)
+            else mo.md("_The pinned runs have the same settings._")
+        )
+        _finals = tables.runs_final_accuracies(_pinned)
+        _accuracies = _table(
+            ["model, test set", *_names],
+            [
+                [f"{r[0]}, {r[1]}", *("-" if v is None else f"{v:.1%}" for v in r[2:])]
+                for r in _finals.itertuples(index=False)
+            ],
+        )
+        _history = tables.runs_history(_pinned)
+        _overlay = (
+            charts.runs_history_chart(_history)
+            if len(_history)
+            else mo.md("_None of the pinned runs has a federated model._")
+        )
+        _view = [
+            mo.hstack(
+                [
+                    _overlay,
+                    mo.vstack(
+                        [
+                            mo.md("### Settings that differ"),
+                            _settings,
+                            mo.md("### Final accuracy"),
+                            _accuracies,
+                        ]
+                    ),
+                ],
+                justify="start",
+                align="start",
+                gap=2,
+                wrap=True,
+            ),
+            mo.hstack(
+                [
+                    mo.download(
+                        lambda: report_html(_pinned).encode(),
+                        "fedcore-compare.html",
+                        "text/html",
+                        label="These runs side by side (HTML report)",
+                    )
+                ],
+                justify="start",
+            ),
+        ]
+    mo.vstack([pin_select, *_view])
     return
 
 

@@ -166,5 +166,5 @@ class ExperimentResult:
             return cls.from_json(path.read_text(encoding="utf-8"))
         except OSError as error:
             raise ResultsError(f"{path}: cannot be read ({error.strerror or error})") from error
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError) as error:  # e.g. a JSON list
             raise ResultsError(f"{path}: not a fedcore results file ({error})") from error

@@ -112,9 +112,12 @@ def test_two_runs_side_by_side(made, engine, small_config, tmp_path):
     assert "Runs side by side" in page and "<td>seed</td><td>42</td><td>7</td>" in page
     assert page.count('data-chart="runs-accuracy-per-round"') == 1
     assert page.count("<section data-run=") == 2
-    assert ExperimentResult.load(other).federated.accuracy == float(
-        re.search(r'<tr data-run="seed7">.*?data-value="([^"]+)"', page).group(1)
-    )
+    assert '<th data-run="small">small</th><th data-run="seed7">seed7</th>' in page
+    finals = re.search(r'<tr data-model="Federated" data-test-set="all digits">(.*?)</tr>', page)
+    assert [float(v) for v in re.findall(r'data-value="([^"]+)"', finals.group(1))] == [
+        ExperimentResult.load(folder / "small.json").federated.accuracy,
+        ExperimentResult.load(other).federated.accuracy,
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,240 @@
+"""Runs side by side: the tables the app's "Compare runs" and the HTML report share, on
+hand-made results, and the page in a real browser (Debian's chromium): the lab's
+settings from the page's address, a lab run and a results file pinned together."""
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from fedcore import charts, tables
+from fedcore.config import ExperimentConfig, default_exclusions
+
+from .conftest import REPO
+from .test_app import launch_chromium, serve_app
+from .test_app_lab import tiny_result
+
+# ------------------------------------------------------------ the shared tables
+
+
+def two_runs():
+    first = tiny_result()
+    second = replace(
+        tiny_result(rounds_to_target=2),
+        config=first.config.replace(split="iid", num_rounds=3, seed=7),
+        centralized=None,
+    )
+    return [("first", first), ("second", second)]
+
+
+def test_differing_settings_names_only_what_differs():
+    a = ExperimentConfig(num_clients=4, local_epochs=1, excluded_digits=default_exclusions(4))
+    b = a.replace(split="dirichlet:0.1", num_rounds=5, learning_rate=0.05)
+    runs = [("a", replace(tiny_result(), config=a)), ("b", replace(tiny_result(), config=b))]
+    differ = tables.differing_settings(runs)
+    assert list(differ.columns) == ["setting", "label", "a", "b"]
+    rows = {row.setting: (row.label, row.a, row.b) for row in differ.itertuples()}
+    assert rows == {
+        "split": ("Data split", "exclude", "dirichlet:0.1"),
+        # the exclude split's exclusions against none: the other splits have none
+        "excluded_digits": (
+            "Which digits does each client not have?",
+            "1,3,7;2,5,8;4,6,9;1,3,7",
+            tables.NO_EXCLUSIONS,
+        ),
+        "num_rounds": ("Federated rounds", "3", "5"),
+        "learning_rate": ("Learning rate", "0.01", "0.05"),
+    }
+    same = tables.differing_settings([("a", runs[0][1]), ("again", runs[0][1])])
+    assert same.empty and list(same.columns) == ["setting", "label", "a", "again"]
+
+
+def test_runs_final_accuracies_and_history():
+    runs = two_runs()
+    finals = tables.runs_final_accuracies(runs)
+    assert list(finals.columns) == ["model", "test_set", "first", "second"]
+    rows = {(r.model, r.test_set): (r.first, r.second) for r in finals.itertuples()}
+    assert rows == {
+        (tables.FEDERATED, tables.ALL_DIGITS): (0.8, 0.8),
+        (tables.FEDERATED, "digits 1"): (0.7, 0.7),
+        (tables.CENTRALIZED, tables.ALL_DIGITS): (0.9, None),  # the second has none
+        (tables.ISOLATED_MEAN, tables.ALL_DIGITS): (0.25, 0.25),
+    }
+    history = tables.runs_history(runs)
+    assert history.groupby("run", sort=False).size().to_dict() == {"first": 3, "second": 3}
+    assert tables.runs_history([("none", replace(runs[0][1], federated=None))]).empty
+    spec = charts.runs_history_chart(history).to_dict()
+    assert spec["mark"]["type"] == "line" and spec["encoding"]["color"]["field"] == "run"
+    assert spec["encoding"]["color"]["sort"] is None  # the runs' order, not the alphabet
+
+
+def test_run_label():
+    config = ExperimentConfig(num_clients=10, split="dirichlet:0.1", num_rounds=3, local_epochs=1)
+    assert tables.run_label(config) == "dirichlet:0.1, 10 clients, mlp, 3 rounds of 1 epoch"
+
+
+# --------------------------------------------------------------- in a browser
+
+# The lab's settings in the page's address (run-config keys), and one bad value.
+ADDRESS = "?split=classes:2&num-clients=4&num-server-rounds=2&local-epochs=1&seed=abc"
+FILE_RUN = ["--split", "iid", "--clients", "3", "--rounds", "2", "--epochs", "1"]
+
+
+SHOT = "compare-runs.png"
+
+
+def table_rows(section) -> list[list[str]]:
+    """The text of every row of every table in `section`, header rows too."""
+    return [
+        [cell.strip() for cell in row.locator("th, td").all_inner_texts()]
+        for row in section.locator("tr").all()
+    ]
+
+
+def pixels_of(png: bytes, color: str) -> int:
+    """How many pixels of a screenshot are (nearly) `color` (`"#4c78a8"`)."""
+    from PIL import Image
+
+    target = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
+    data = Image.open(io.BytesIO(png)).convert("RGB").tobytes()
+    return sum(
+        all(abs(a - b) < 24 for a, b in zip(pixel, target, strict=True))
+        for pixel in zip(data[0::3], data[1::3], data[2::3], strict=True)
+    )
+
+
+def screenshot(page, section, path: Path) -> None:
+    """The comparison part, from its heading to the end of `section`."""
+    heading = page.get_by_role("heading", name="Compare runs")
+    heading.evaluate("element => element.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(500)
+    top, bottom = heading.bounding_box(), section.bounding_box()
+    page.screenshot(
+        path=path,
+        clip={
+            "x": bottom["x"],
+            "y": top["y"] - 16,
+            "width": bottom["width"],
+            "height": bottom["y"] + bottom["height"] - top["y"] + 32,
+        },
+    )
+
+
+def cli_run(mnist_dir, out) -> subprocess.Popen:
+    """`python -m fedcore run --out` beside the page: the results file to load."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedcore", "run", *FILE_RUN, "--phase", "federated",
+         "--data-dir", str(mnist_dir), "--out", str(out)],
+        cwd=REPO, env=os.environ | {"FLWR_TELEMETRY_ENABLED": "0"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def test_compare_a_lab_run_and_a_results_file(mnist_dir, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    started = time.monotonic()
+    results = tmp_path / "cli.json"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hello": "world"}')
+    reference = cli_run(mnist_dir, results)
+    try:
+        with serve_app(mnist_dir, tmp_path) as server, sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 2400})
+                page.goto(server.url + ADDRESS)
+
+                # (a) The address's settings are the lab's controls' values.
+                heading = page.get_by_role("heading", name="The lab's settings")
+                expect(heading).to_be_visible(timeout=120_000)
+                lab = page.locator("[data-cell-name]", has=heading)
+                split = lab.locator("select:has(option:text-is('classes'))")
+                expect(split).to_have_value("classes")
+                expect(lab.locator('input[aria-label*="digits per client"]')).to_have_value("2")
+                sliders = lab.get_by_role("slider")  # clients, rounds, epochs
+                for index, value in enumerate(("4", "2", "1")):
+                    expect(sliders.nth(index)).to_have_attribute("aria-valuenow", value)
+                expect(lab.get_by_text("Some settings in the page's address")).to_be_visible()
+                expect(lab.get_by_text("seed=abc")).to_be_visible()
+                lab.get_by_role("button", name="Run the lab").click()
+                expect(page.get_by_role("heading", name="The lab's results")).to_be_visible(
+                    timeout=120_000
+                )
+                # The run wrote its settings in the address; the bad seed is gone.
+                expect(page).to_have_url(re.compile(r"[?&]num-clients=4(&|$)"))
+                address = page.url
+
+                # (b) A results file and a bad file, loaded through the file input.
+                log, _ = reference.communicate(timeout=120)
+                assert reference.returncode == 0, log
+                expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
+                page.locator("input[type=file]").set_input_files([results, bad])
+                refused = page.get_by_text("Not loaded: bad.json: not a fedcore results file")
+                expect(refused).to_be_visible(timeout=30_000)
+
+                # Pin the lab's run and the file's: the overlay, the tables.
+                pins = page.locator("marimo-multiselect").filter(has_text="Pinned runs")
+                expect(pins).to_have_attribute("data-options", re.compile(r"classes:2.*cli\.json"))
+                pins.locator("button").click()
+                options = page.get_by_role("option").filter(has_text=" clients, ")
+                names = [name.strip() for name in options.all_inner_texts()]
+                lab_name = next(n for n in names if n.startswith("lab ") and "classes:2" in n)
+                file_name = next(n for n in names if "(cli.json): iid" in n)
+                for name in (lab_name, file_name):
+                    page.get_by_role("option", name=name, exact=True).click()
+                page.keyboard.press("Escape")
+                differ = page.get_by_role("heading", name="Settings that differ")
+                expect(differ).to_be_visible(timeout=30_000)
+                section = page.locator("[data-cell-name]", has=differ)
+                chart = section.locator("marimo-mime-renderer[data-mime*='vegalite']")
+                expect(chart.locator(".vega-embed .marks")).to_have_count(1, timeout=30_000)
+                box = chart.locator(".vega-embed .marks").bounding_box()
+                assert box and box["width"] > 100 and box["height"] > 100
+                painted = chart.locator(".vega-embed .marks").screenshot()
+                spec = json.loads(chart.get_attribute("data-data"))
+                spec = json.loads(spec) if isinstance(spec, str) else spec  # JSON in JSON
+                rows = {cells[0]: cells[1:] for cells in table_rows(section)}
+                for problem in ("cannot run", "could not be loaded", "The run failed"):
+                    expect(page.get_by_text(problem)).to_have_count(0)
+                expect(page.locator(".marimo-error, [data-testid='marimo-error']")).to_have_count(0)
+                if os.environ.get("FEDCORE_SCREENSHOTS"):  # docs/screenshots/compare-runs.png
+                    screenshot(page, section, Path(os.environ["FEDCORE_SCREENSHOTS"]) / SHOT)
+            finally:
+                browser.close()
+        assert "Traceback" not in server.log_text()
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
+
+    for written in ("split=classes%3A2", "num-server-rounds=2", "local-epochs=1", "seed=42"):
+        assert written in address, address  # the bad seed's default, now in the address
+    assert lab_name.endswith(": classes:2, 4 clients, mlp, 2 rounds of 1 epoch")
+    assert file_name.endswith(" (cli.json): iid, 3 clients, mlp, 2 rounds of 1 epoch")
+    assert spec["title"] == "Global accuracy per round, run by run"
+    drawn = next(iter(spec["datasets"].values()))
+    assert sorted({row["run"] for row in drawn}) == [file_name, lab_name]
+    # one line each, in the order they came: the palette's first two colours, painted
+    assert [row["run"] for row in drawn][:: len(drawn) // 2] == [lab_name, file_name]
+    assert spec["encoding"]["color"]["sort"] is None
+    first, second = charts.PALETTE[:2]
+    assert pixels_of(painted, first) > 200 and pixels_of(painted, second) > 200
+    cli = json.loads(results.read_text())
+    assert [row["accuracy"] for row in drawn if row["run"] == file_name] == [
+        h["accuracy"] for h in cli["federated"]["history"]
+    ]
+    # the settings that differ, one column per run (short names)
+    assert rows["setting"] == [lab_name.partition(": ")[0], file_name.partition(": ")[0]]
+    assert rows["Data split (split)"] == ["classes:2", "iid"]
+    assert rows["Clients (num_clients)"] == ["4", "3"]
+    assert "Federated rounds (num_rounds)" not in rows  # both ran 2
+    federated = cli["federated"]["accuracy"]
+    assert rows["Federated, all digits"][1] == f"{federated:.1%}"
+    assert rows["Centralized (all data pooled), all digits"][1] == "-"  # phase federated
+    print(f"compare test: {time.monotonic() - started:.1f} s")
