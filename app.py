@@ -682,10 +682,10 @@ def _(federated, mo, report_html, run, run_charts, tables, to_png, to_svg):
 @app.cell(hide_code=True)
 def _():
     # The lab's own imports (the story's first cell stays as it was).
-    from fedcore.config import SIZE_LAWS, SPLITS
+    from fedcore.config import PRIVACY, SIZE_LAWS, SPLITS, STRATEGIES, format_spec
     from fedcore.settings import APP_LIMITS_WHY
 
-    return APP_LIMITS_WHY, SIZE_LAWS, SPLITS
+    return APP_LIMITS_WHY, PRIVACY, SIZE_LAWS, SPLITS, STRATEGIES, format_spec
 
 
 @app.cell(hide_code=True)
@@ -749,8 +749,11 @@ def _(BY_NAME, ConfigError, default_exclusions, defaults, mo):
     # (`?split=classes:2&num-clients=4&num-server-rounds=2&local-epochs=1`; the CLI's
     # flag names, `clients=4`, are read too): read when the page opens, written when
     # the lab runs, so a link opens the same lab settings.
-    LAB_SETTINGS = ("split", "model", "num_clients", "num_rounds", "local_epochs",
-                    "fraction_train", "min_train_clients", "target_accuracy", "seed")  # fmt: skip
+    # (`strategy=fedprox:mu=0.1&privacy=server:noise=0.5,clip=5,delta=1e-05&dropout=0.2`
+    # too; the strategy before the privacy that needs it.)
+    LAB_SETTINGS = ("split", "model", "strategy", "privacy", "num_clients", "num_rounds",
+                    "local_epochs", "fraction_train", "min_train_clients", "dropout",
+                    "target_accuracy", "seed")  # fmt: skip
     # marimo's own parameters, not settings
     NOT_SETTINGS = {"file", "kiosk", "mode", "view-as", "show-code", "access_token"}
 
@@ -818,12 +821,19 @@ def _(BY_NAME, ConfigError, default_exclusions, defaults, mo):
 
 
 @app.cell(hide_code=True)
-def _(BY_NAME, SPLITS, control, lab_defaults, mo):
+def _(BY_NAME, PRIVACY, SPLITS, STRATEGIES, control, lab_defaults, mo):
     # Labels, ranges and defaults come from the settings table, as the story's; the
     # values from the page's address, if it gives them.
     lab_split_kind = mo.ui.dropdown(
         list(SPLITS), value=lab_defaults.split_kind, label=BY_NAME["split"].label
     )
+    lab_strategy = mo.ui.dropdown(
+        list(STRATEGIES), value=lab_defaults.strategy_name, label=BY_NAME["strategy"].label
+    )
+    lab_privacy = mo.ui.dropdown(
+        list(PRIVACY), value=lab_defaults.privacy_kind, label=BY_NAME["privacy"].label
+    )
+    lab_dropout = control("dropout", lab_defaults)
     lab_model = control("model", lab_defaults)
     lab_clients = control("num_clients", lab_defaults)
     lab_rounds = control("num_rounds", lab_defaults)
@@ -835,16 +845,48 @@ def _(BY_NAME, SPLITS, control, lab_defaults, mo):
     lab_run_button = mo.ui.run_button(label="Run the lab", kind="success")
     return (
         lab_clients,
+        lab_dropout,
         lab_epochs,
         lab_fraction,
         lab_min_clients,
         lab_model,
+        lab_privacy,
         lab_rounds,
         lab_run_button,
         lab_seed,
         lab_split_kind,
+        lab_strategy,
         lab_target,
     )
+
+
+@app.cell(hide_code=True)
+def _(PRIVACY, STRATEGIES, format_spec, lab_defaults, lab_privacy, lab_strategy, mo):
+    # The strategy's and the privacy's parameters, as written after the colon
+    # (`mu=0.1`): the table's defaults, or the address's for the kind it gave;
+    # none for a kind without parameters.
+    def _parameters(table, name, given_name, given, label):
+        if not table[name]:
+            return None
+        values = given if name == given_name else table[name]
+        text = format_spec(name, values).partition(":")[2]
+        return mo.ui.text(value=text, label=label, full_width=False)
+
+    lab_strategy_parameters = _parameters(
+        STRATEGIES,
+        lab_strategy.value,
+        lab_defaults.strategy_name,
+        lab_defaults.strategy_parameters,
+        "its parameters",
+    )
+    lab_privacy_parameters = _parameters(
+        PRIVACY,
+        lab_privacy.value,
+        lab_defaults.privacy_kind,
+        lab_defaults.privacy_parameters,
+        "noise, clip, delta",
+    )
+    return lab_privacy_parameters, lab_strategy_parameters
 
 
 @app.cell(hide_code=True)
@@ -869,18 +911,24 @@ def _(SIZE_LAWS, SPLITS, lab_defaults, lab_split_kind, mo):
 @app.cell(hide_code=True)
 def _(
     APP_LIMITS_WHY,
+    BY_NAME,
     default_exclusions,
     format_digits,
     lab_clients,
+    lab_dropout,
     lab_epochs,
     lab_fraction,
     lab_min_clients,
     lab_model,
+    lab_privacy,
+    lab_privacy_parameters,
     lab_rounds,
     lab_run_button,
     lab_seed,
     lab_split_kind,
     lab_split_parameter,
+    lab_strategy,
+    lab_strategy_parameters,
     lab_target,
     lab_url_problems,
     mo,
@@ -919,13 +967,35 @@ def _(
             mo.hstack([*_split, lab_model], justify="start", gap=2, wrap=True),
             *([_exclusions] if _exclusions is not None else []),
             mo.hstack([lab_clients, lab_rounds, lab_epochs], justify="start", gap=2, wrap=True),
+            mo.hstack(
+                [
+                    element
+                    for element in (
+                        lab_strategy,
+                        lab_strategy_parameters,
+                        lab_privacy,
+                        lab_privacy_parameters,
+                        lab_dropout,
+                    )
+                    if element is not None
+                ],
+                justify="start",
+                gap=2,
+                wrap=True,
+            ),
             mo.accordion(
                 {
                     "More: clients per round, target accuracy, seed": mo.hstack(
                         [lab_fraction, lab_min_clients, lab_target, lab_seed],
                         justify="start",
                         wrap=True,
-                    )
+                    ),
+                    "What the strategy, privacy and dropout mean": mo.md(
+                        "\n".join(
+                            f"- **{BY_NAME[name].label}**: {BY_NAME[name].help}."
+                            for name in ("strategy", "privacy", "dropout")
+                        )
+                    ),
                 }
             ),
             mo.md(f"<small>{APP_LIMITS_WHY}</small>"),
@@ -942,14 +1012,19 @@ def _(
     default_exclusions,
     defaults,
     lab_clients,
+    lab_dropout,
     lab_epochs,
     lab_fraction,
     lab_min_clients,
     lab_model,
+    lab_privacy,
+    lab_privacy_parameters,
     lab_rounds,
     lab_seed,
     lab_split_kind,
     lab_split_parameter,
+    lab_strategy,
+    lab_strategy_parameters,
     lab_target,
     mo,
 ):
@@ -970,9 +1045,19 @@ def _(
         _split = f"{_kind}:{lab_split_parameter.value:g}"
     else:  # an emptied field reads "?", which the config refuses with the parameter's meaning
         _split = f"{_kind}:{lab_split_parameter.value or '?'}"
+
+    def _spec(kind, parameters):
+        """`"fedprox"` and `"mu=0.5"` -> `"fedprox:mu=0.5"`; the config checks and
+        normalises it (`format_spec`)."""
+        text = "" if parameters is None else parameters.value.strip()
+        return f"{kind.value}:{text}" if text else kind.value
+
     try:
         lab_config = defaults.replace(
             split=_split,
+            strategy=_spec(lab_strategy, lab_strategy_parameters),
+            privacy=_spec(lab_privacy, lab_privacy_parameters),
+            dropout=_value("dropout", lab_dropout),
             excluded_digits=default_exclusions(lab_clients.value) if _kind == "exclude" else (),
             model=lab_model.value,
             num_clients=_value("num_clients", lab_clients),
@@ -1136,6 +1221,67 @@ def _(charts, lab_result, mo, tables):
             ),
             *_cross_note,
             mo.hstack(_charts, justify="start", align="start", gap=2, wrap=True),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(charts, lab_result, mo, tables):
+    # Inside the rounds: what the strategy recorded in each round. Results saved
+    # before it was recorded have empty fields: a line says so instead of a chart.
+    _config, _history = lab_result.config, lab_result.federated.history
+
+    def _or_note(table, draw, missing):
+        return draw(table) if len(table) else mo.md(f"_{missing}_")
+
+    _views = [
+        _or_note(
+            tables.digit_rounds(_history),
+            charts.digit_rounds_chart,
+            "No accuracy per digit in these results (saved before it was recorded).",
+        ),
+        _or_note(
+            tables.client_drift(_history),
+            lambda drift: charts.client_drift_chart(drift, _config.num_clients),
+            "No client updates recorded in these results (saved before they were).",
+        ),
+        _or_note(
+            tables.communication(_history),
+            charts.communication_chart,
+            "No communication recorded in these results (saved before it was).",
+        ),
+    ]
+    if _config.privacy_kind != "off":
+        _views.append(
+            _or_note(
+                tables.privacy_spent(_history),
+                lambda spent: charts.privacy_chart(spent, _config.privacy_parameters["delta"]),
+                "No epsilon recorded in these results.",
+            )
+        )
+    _answers = tables.clients_answered(_history)
+    if _config.dropout or lab_result.federated.failures or _answers.missing.any():
+        _views.append(
+            _or_note(
+                _answers,
+                charts.clients_answered_chart,
+                "How many clients answered is not recorded in these results.",
+            )
+        )
+    mo.vstack(
+        [
+            mo.md(
+                """
+                ### Inside the rounds
+                The global model's accuracy on each digit after every round (a
+                client's missing digits are learned from the others' updates); how
+                far each client's update points from the aggregate (cosine: 1 = the
+                same direction, low = the client pulls away, *client drift*) and how
+                large it is; and the weights exchanged with the clients.
+                """
+            ),
+            mo.hstack(_views, justify="start", align="start", gap=2, wrap=True),
         ]
     )
     return

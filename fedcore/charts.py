@@ -15,6 +15,8 @@ from fedcore.tables import (
     CENTRALIZED,
     FEDERATED,
     ISOLATED_MEAN,
+    RECEIVED,
+    SENT,
     TARGET,
     TRAINED_ALONE,
     TRAINED_TOGETHER,
@@ -408,3 +410,170 @@ def cross_accuracy_chart(cells: pd.DataFrame, num_clients: int) -> alt.LayerChar
     return alt.layer(
         *layers, title="Train on client i alone, score on client j's label mix"
     ).properties(width=alt.Step(step), height=alt.Step(step))
+
+
+# ------------------------------------------------------- inside the lab's rounds
+
+ROUND_AXIS = alt.Axis(labelAngle=0, labelOverlap="greedy")
+NUMBERS_UP_TO = 12  # rounds: numbers written in the digit heatmap's cells up to this many
+
+
+def digit_rounds_chart(cells: pd.DataFrame) -> alt.LayerChart:
+    """The global model's test accuracy on each digit (rows) after each round
+    (columns, 0 = before training), from `tables.digit_rounds`: when each client's
+    missing digit gets learned."""
+    rounds = cells["round"].nunique() if len(cells) else 0
+    base = alt.Chart(cells).encode(
+        x=alt.X("round:O", title="round (0 = before training)", axis=ROUND_AXIS),
+        y=alt.Y("digit:O", title="digit", axis=alt.Axis(labelAngle=0)),
+    )
+    layers = [
+        base.mark_rect(stroke="#eeeeee", strokeWidth=0.5).encode(
+            color=alt.Color(
+                "accuracy:Q",
+                title="accuracy",
+                scale=alt.Scale(domain=[0, 1], range=WHITE_TO_BLUE, interpolate="rgb"),
+                legend=alt.Legend(format="%"),
+            ),
+            tooltip=["round:O", "digit:O", alt.Tooltip("accuracy:Q", format=PERCENT)],
+        )
+    ]
+    if rounds <= NUMBERS_UP_TO:
+        layers.append(
+            base.mark_text(fontSize=9).encode(
+                text=alt.Text("accuracy:Q", format=".0%"),
+                color=alt.condition("datum.accuracy > 0.55", alt.value("white"), alt.value("#333")),
+            )
+        )
+    step = max(8, min(34, 480 // max(rounds, 1)))
+    return alt.layer(*layers, title="Test accuracy per digit, round by round").properties(
+        width=alt.Step(step), height=alt.Step(20)
+    )
+
+
+def client_drift_chart(drift: pd.DataFrame, num_clients: int) -> alt.HConcatChart:
+    """Client drift, from `tables.client_drift`: per round, the cosine between each
+    client's update and the aggregated one (lines up to `BARS_UP_TO` clients, a
+    client x round heatmap beyond), and the norm of each client's update."""
+    x = alt.X("round:O", title="round", axis=ROUND_AXIS)
+    model = drift.assign(model=drift["client"].map(client_name))
+    tooltip = [
+        "model:N",
+        "round:O",
+        alt.Tooltip("cosine:Q", format=".3f", title="cosine to the aggregate"),
+        alt.Tooltip("norm:Q", format=".3f", title="update norm"),
+    ]
+    if num_clients <= BARS_UP_TO:
+        color = alt.Color(
+            "model:N", title="client", scale=model_colors(num_clients, federated=False)
+        )
+        cosine = (
+            alt.Chart(model, title="Cosine of each client's update to the aggregate")
+            .mark_line(point=True)
+            .encode(
+                x=x,
+                y=alt.Y("cosine:Q", title="cosine (low: pulls away)"),
+                color=color,
+                tooltip=tooltip,
+            )
+        )
+    else:
+        color = alt.Color("model:N", title="client", legend=None)
+        cosine = (
+            alt.Chart(model, title="Cosine of each client's update to the aggregate")
+            .mark_rect(stroke="#eeeeee", strokeWidth=0.5)
+            .encode(
+                x=x,
+                y=alt.Y("client:O", title="client", axis=alt.Axis(labelOverlap="greedy")),
+                color=alt.Color(
+                    "cosine:Q", title="cosine", scale=alt.Scale(scheme="redblue", domain=[-1, 1])
+                ),
+                tooltip=tooltip,
+            )
+        )
+    norm = (
+        alt.Chart(model, title="Norm of each client's update")
+        .mark_line(point=True)
+        .encode(x=x, y=alt.Y("norm:Q", title="L2 norm"), color=color, tooltip=tooltip)
+    )
+    drift_chart = alt.hconcat(
+        cosine.properties(width=300, height=220),
+        norm.properties(width=300, height=220),
+        title="Client drift, round by round",
+    )
+    # lines: one legend for both; a heatmap's colours are cosines, not clients
+    return (
+        drift_chart if num_clients <= BARS_UP_TO else drift_chart.resolve_scale(color="independent")
+    )
+
+
+def communication_chart(messages: pd.DataFrame) -> alt.HConcatChart:
+    """Weights sent to the clients and received back, per round (`tables.communication`):
+    megabytes (bars; the running total in the tooltip) and messages."""
+    x = alt.X("round:O", title="round", axis=ROUND_AXIS)
+    color = alt.Color(
+        "direction:N",
+        title=None,
+        scale=alt.Scale(domain=[SENT, RECEIVED], range=[PALETTE[0], PALETTE[1]]),
+        legend=alt.Legend(orient="bottom"),
+    )
+    tooltip = [
+        "round:O",
+        "direction:N",
+        "messages:Q",
+        alt.Tooltip("megabytes:Q", format=",.2f", title="MB"),
+        alt.Tooltip("cumulative_megabytes:Q", format=",.2f", title="MB so far"),
+    ]
+    base = alt.Chart(messages).encode(
+        x=x, xOffset=alt.XOffset("direction:N", sort=[SENT, RECEIVED]), color=color, tooltip=tooltip
+    )
+    size = base.mark_bar().encode(y=alt.Y("megabytes:Q", title="MB of weights"))
+    count = base.mark_bar().encode(
+        y=alt.Y("messages:Q", title="messages", axis=alt.Axis(tickMinStep=1, format="d"))
+    )
+    return alt.hconcat(
+        size.properties(width=260, height=200, title="Megabytes per round"),
+        count.properties(width=200, height=200, title="Messages per round"),
+        title="Communication: model weights to and from the clients",
+    )
+
+
+def privacy_chart(spent: pd.DataFrame, delta: float | None = None) -> alt.Chart:
+    """The privacy spent so far (epsilon) after each round, from `tables.privacy_spent`."""
+    title = "Privacy spent: epsilon after each round" + (
+        f" (delta {delta:g})" if delta is not None else ""
+    )
+    return (
+        alt.Chart(spent, title=title)
+        .mark_line(point=True, color=MISSING_COLOR)
+        .encode(
+            x=alt.X("round:Q", title="round", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("epsilon:Q", title="epsilon (lower: more private)"),
+            tooltip=["round:Q", alt.Tooltip("epsilon:Q", format=".3f")],
+        )
+        .properties(width=320, height=200)
+    )
+
+
+def clients_answered_chart(answers: pd.DataFrame) -> alt.LayerChart:
+    """Clients asked to train in each round (ticks) and those that answered (bars),
+    from `tables.clients_answered`."""
+    x = alt.X("round:O", title="round", axis=ROUND_AXIS)
+    tooltip = ["round:O", "sampled:Q", "answered:Q", "missing:Q"]
+    bars = (
+        alt.Chart(answers)
+        .mark_bar(color=PALETTE[2])
+        .encode(
+            x=x,
+            y=alt.Y("answered:Q", title="clients", axis=alt.Axis(tickMinStep=1, format="d")),
+            tooltip=tooltip,
+        )
+    )
+    asked = (
+        alt.Chart(answers)
+        .mark_tick(color=FEDERATED_COLOR, thickness=2)
+        .encode(x=x, y="sampled:Q", tooltip=tooltip)
+    )
+    return alt.layer(
+        bars, asked, title="Clients that answered, per round (tick: clients asked)"
+    ).properties(width=320, height=200)

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from fedcore.config import ExperimentConfig
@@ -57,10 +58,20 @@ class ReportingGrid:
         """Sorted, so that a strategy's seeded sampling does not depend on set order."""
         return sorted(self._grid.get_node_ids())
 
+    def _node_names(self) -> dict[int, str]:
+        """SuperNodes as a failure names them: the name each was registered under
+        (`flwr supernode register --name`, deployment only) and the node id."""
+        nodes = self._grid.get_nodes()
+        return {n.node_id: f"{n.name} (node {n.node_id})" if n.name else "" for n in nodes}
+
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
-        pending = set(self._grid.push_messages(messages))
+        messages = list(messages)
+        sent = list(self._grid.push_messages(messages))
+        names = self._node_names()
+        to = {i: names.get(m.metadata.dst_node_id) for i, m in zip(sent, messages, strict=False)}
+        pending = set(sent)
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending and (deadline is None or time.monotonic() < deadline):
@@ -68,11 +79,20 @@ class ReportingGrid:
                 raise FederatedRunError("the run was stopped during a round")
             for reply in self._grid.pull_messages(pending):
                 pending.discard(reply.metadata.reply_to_message_id)
+                name_the_node(reply, to.get(reply.metadata.reply_to_message_id) or "")
                 replies.append(reply)
                 self._on_reply(reply)
             if pending:
                 time.sleep(self._poll)
         return replies
+
+
+def name_the_node(reply: Message, node: str) -> None:
+    """Put the SuperNode's name into a failed reply's reason where the reason does
+    not say which client failed (the SuperLink's "node unavailable" reply for a
+    SuperNode that went silent, a crash outside our ClientApp)."""
+    if node and reply.has_error() and not failure_reason(reply, 0).startswith("client "):
+        reply.error = Error(code=reply.error.code, reason=f"SuperNode {node}: {reply.error.reason}")
 
 
 def wait_for_supernodes(grid: Grid, expected: int, stop: threading.Event) -> None:
@@ -203,6 +223,7 @@ def run_federated(
     stop = stop or threading.Event()
     wait_for_supernodes(grid, config.num_clients, stop)
     random.seed(config.seed)  # Flower's strategies sample clients with the `random` module
+    np.random.seed(config.seed)  # and its DP wrappers draw their noise from NumPy's
     recorder = RoundRecorder(config, on_progress)
     evaluation = GlobalEvaluation(config, recorder)
     build_strategy(config, recorder.log).start(

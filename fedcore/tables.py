@@ -281,6 +281,105 @@ def reference_lines(result: ExperimentResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "accuracy", "label", "dashed"])
 
 
+MEGABYTE = 1_000_000
+SENT = "sent to clients"
+RECEIVED = "received from clients"
+
+
+def digit_rounds(rounds: Sequence[RoundResult]) -> pd.DataFrame:
+    """`round, digit, accuracy`: the global model's test accuracy on each digit after
+    each round (0 = initial weights), from `RoundResult.digit_accuracy`; rounds
+    without it (older results) are left out."""
+    return pd.DataFrame(
+        [
+            {"round": h.round, "digit": digit, "accuracy": accuracy}
+            for h in rounds
+            for digit, accuracy in enumerate(h.digit_accuracy)
+        ],
+        columns=["round", "digit", "accuracy"],
+    )
+
+
+def client_drift(rounds: Sequence[RoundResult]) -> pd.DataFrame:
+    """`round, client, cosine, norm`: each client's update in each round: the cosine
+    between it and the aggregated update (low: the client pulls away) and its L2
+    norm; None where a round recorded one but not the other (no aggregate)."""
+    rows = []
+    for h in rounds:
+        for client in sorted({*h.update_norm, *h.update_cosine}, key=int):
+            rows.append(
+                {
+                    "round": h.round,
+                    "client": int(client),
+                    "cosine": h.update_cosine.get(client),
+                    "norm": h.update_norm.get(client),
+                }
+            )
+    return pd.DataFrame(rows, columns=["round", "client", "cosine", "norm"])
+
+
+def communication(rounds: Sequence[RoundResult]) -> pd.DataFrame:
+    """`round, direction, messages, bytes, megabytes, cumulative_megabytes`: the model
+    weights sent to the sampled clients and the updates received back, per round;
+    rounds that recorded nothing (round 0, older results) are left out."""
+    rows = []
+    totals = {SENT: 0, RECEIVED: 0}
+    for h in rounds:
+        if not (h.messages_sent or h.messages_received):
+            continue
+        for direction, messages, size in (
+            (SENT, h.messages_sent, h.bytes_sent),
+            (RECEIVED, h.messages_received, h.bytes_received),
+        ):
+            totals[direction] += size
+            rows.append(
+                {
+                    "round": h.round,
+                    "direction": direction,
+                    "messages": messages,
+                    "bytes": size,
+                    "megabytes": size / MEGABYTE,
+                    "cumulative_megabytes": totals[direction] / MEGABYTE,
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=["round", "direction", "messages", "bytes", "megabytes", "cumulative_megabytes"],
+    )
+
+
+def privacy_spent(rounds: Sequence[RoundResult]) -> pd.DataFrame:
+    """`round, epsilon`: the privacy spent so far after each round (differential
+    privacy only; rounds without an epsilon are left out)."""
+    return pd.DataFrame(
+        [{"round": h.round, "epsilon": h.epsilon} for h in rounds if h.epsilon is not None],
+        columns=["round", "epsilon"],
+    )
+
+
+def clients_answered(rounds: Sequence[RoundResult]) -> pd.DataFrame:
+    """`round, sampled, answered, missing`: clients asked to train in each round and
+    those whose update came back (dropout, failures); rounds that recorded no
+    messages (round 0, older results) are left out."""
+    return pd.DataFrame(
+        [
+            {
+                "round": h.round,
+                "sampled": h.messages_sent,
+                "answered": h.messages_received,
+                "missing": h.messages_sent - h.messages_received,
+            }
+            for h in rounds
+            if h.messages_sent
+        ],
+        columns=["round", "sampled", "answered", "missing"],
+    )
+
+
+def _megabytes(size: float) -> str:
+    return f"{size / MEGABYTE:,.1f} MB"
+
+
 def lab_summary(result: ExperimentResult) -> pd.DataFrame:
     """`measure, value, text`: the lab's numbers in one table (`value`: the number,
     accuracies as fractions; `text`: as the page shows it)."""
@@ -300,7 +399,8 @@ def lab_summary(result: ExperimentResult) -> pd.DataFrame:
         add(f"Isolated models, highest (client {high[1]})", high[0])
     federated = result.federated
     if federated is not None:
-        add(f"Federated (FedAvg), after {config.num_rounds} rounds", federated.accuracy)
+        rule = "FedAvg" if config.strategy == "fedavg" else config.strategy
+        add(f"Federated ({rule}), after {config.num_rounds} rounds", federated.accuracy)
         if federated.subset_accuracy:
             digits, accuracy = min(federated.subset_accuracy.items(), key=lambda kv: kv[1])
             add(f"Federated, worst missing-digit subset ({subset_name(digits)})", accuracy)
@@ -312,6 +412,24 @@ def lab_summary(result: ExperimentResult) -> pd.DataFrame:
             reached,
             str(reached) if reached is not None else f"not reached in {config.num_rounds}",
         )
+        history = federated.history
+        sent = sum(h.bytes_sent for h in history)
+        received = sum(h.bytes_received for h in history)
+        messages = sum(h.messages_sent + h.messages_received for h in history)
+        if messages:
+            add(
+                "Communication, all rounds",
+                sent + received,
+                f"{_megabytes(sent)} sent, {_megabytes(received)} received, {messages} messages",
+            )
+        spent = [h.epsilon for h in history if h.epsilon is not None]
+        if spent:
+            delta = config.privacy_parameters.get("delta")
+            add(
+                f"Privacy spent: epsilon (delta {delta:g})" if delta else "Privacy spent: epsilon",
+                spent[-1],
+                f"{spent[-1]:.2f}",
+            )
     total = result.timings.get("total")
     add("Wall time", total, "-" if total is None else f"{total:.1f} s")
     return pd.DataFrame(rows, columns=["measure", "value", "text"])
@@ -327,10 +445,19 @@ NO_EXCLUSIONS = "none"
 
 def run_label(config: ExperimentConfig) -> str:
     """A run's main settings in words: `"dirichlet:0.1, 10 clients, mlp, 3 rounds of
-    1 epoch"`."""
+    1 epoch"`, then the strategy, privacy and dropout where they are not the defaults
+    (`", fedprox:mu=0.1, privacy server:noise=0.5,clip=5,delta=1e-05, dropout 0.2"`)."""
     rounds = f"{config.num_rounds} round{'s' if config.num_rounds != 1 else ''}"
     epochs = f"{config.local_epochs} epoch{'s' if config.local_epochs != 1 else ''}"
-    return f"{config.split}, {config.num_clients} clients, {config.model}, {rounds} of {epochs}"
+    extras = [
+        config.strategy if config.strategy != "fedavg" else "",
+        f"privacy {config.privacy}" if config.privacy_kind != "off" else "",
+        f"dropout {config.dropout:g}" if config.dropout else "",
+    ]
+    return ", ".join(
+        [config.split, f"{config.num_clients} clients", config.model, f"{rounds} of {epochs}"]
+        + [extra for extra in extras if extra]
+    )
 
 
 def _setting_text(config: ExperimentConfig, name: str) -> str:

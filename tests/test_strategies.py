@@ -184,6 +184,8 @@ def test_privacy_reports_flowers_accountants_epsilon(engine, small_config):
         expected.append(accountant.get_privacy_spent().epsilon)
     assert [r.epsilon for r in federated.history[1:]] == pytest.approx(expected)
     assert federated.history[0].epsilon is None and expected[1] > expected[0] > 0
+    again = engine.submit(config, "federated", use_cache=False).result().federated
+    assert again.confusion == federated.confusion  # the noise is drawn from the seed
     client_side = (
         engine.submit(
             config.replace(privacy="client:noise=1.2,clip=5,delta=1e-4"),
