@@ -6,6 +6,7 @@ app = marimo.App(width="medium", app_title="fedcore: a federated learning lab")
 
 @app.cell(hide_code=True)
 def _():
+    import html
     import time
 
     import marimo as mo
@@ -13,32 +14,47 @@ def _():
     from fedcore import charts, tables
     from fedcore.cli import settings_from_cli
     from fedcore.config import (
+        PRIVACY,
+        SIZE_LAWS,
+        SPLITS,
+        STRATEGIES,
         ConfigError,
         ExperimentConfig,
         default_exclusions,
         format_digits,
+        format_spec,
     )
     from fedcore.data import DataError, load_mnist
     from fedcore.engine import shared_engine
     from fedcore.partition import label_counts, partition_clients
     from fedcore.report.figures import run_charts, to_png, to_svg
     from fedcore.report.html import report_html
-    from fedcore.settings import BY_NAME, control_range
+    from fedcore.results import ExperimentResult, ResultsError
+    from fedcore.settings import APP_LIMITS_WHY, BY_NAME, control_range
 
     # Every run goes to the engine: processes of its own, shared by every session
     # of this server, started now so that it is warm by the first run. It queues
     # runs, merges identical ones and keeps their results.
     engine = shared_engine()
     return (
+        APP_LIMITS_WHY,
         BY_NAME,
         ConfigError,
         DataError,
         ExperimentConfig,
+        ExperimentResult,
+        PRIVACY,
+        ResultsError,
+        SIZE_LAWS,
+        SPLITS,
+        STRATEGIES,
         charts,
         control_range,
         default_exclusions,
         engine,
         format_digits,
+        format_spec,
+        html,
         label_counts,
         load_mnist,
         mo,
@@ -680,15 +696,6 @@ def _(federated, mo, report_html, run, run_charts, tables, to_png, to_svg):
 
 
 @app.cell(hide_code=True)
-def _():
-    # The lab's own imports (the story's first cell stays as it was).
-    from fedcore.config import PRIVACY, SIZE_LAWS, SPLITS, STRATEGIES, format_spec
-    from fedcore.settings import APP_LIMITS_WHY
-
-    return APP_LIMITS_WHY, PRIVACY, SIZE_LAWS, SPLITS, STRATEGIES, format_spec
-
-
-@app.cell(hide_code=True)
 def _(mo):
     mo.md(
         r"""
@@ -1285,16 +1292,6 @@ def _(charts, lab_result, mo, tables):
         ]
     )
     return
-
-
-@app.cell(hide_code=True)
-def _():
-    # The comparison's own imports.
-    import html
-
-    from fedcore.results import ExperimentResult, ResultsError
-
-    return ExperimentResult, ResultsError, html
 
 
 @app.cell(hide_code=True)
