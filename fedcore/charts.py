@@ -26,6 +26,7 @@ from fedcore.tables import (
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756",
            "#72b7b2", "#eeca3b", "#9d755d", "#ff9da6", "#bab0ac"]  # fmt: skip
 FEDERATED_COLOR = "#1b1b3a"
+CENTRALIZED_COLOR = "#2ca02c"
 MISSING_COLOR = "#d62728"
 PERCENT = ".1%"
 DIGIT_COLORS = alt.Scale(domain=list(range(10)), scheme="tableau10")
@@ -33,15 +34,17 @@ BARS_UP_TO = 10  # clients: bars (and numbers in cells) up to this many, a heatm
 WHITE_TO_BLUE = ["#ffffff", "#08519c"]  # heatmaps: an empty cell (0 images, 0%) is blank
 REFERENCE_COLORS = alt.Scale(
     domain=[FEDERATED, CENTRALIZED, ISOLATED_MEAN, TARGET],
-    range=[FEDERATED_COLOR, "#2ca02c", "#8c8c8c", MISSING_COLOR],
+    range=[FEDERATED_COLOR, CENTRALIZED_COLOR, "#8c8c8c", MISSING_COLOR],
 )
 
 
-def model_colors(num_clients: int, federated: bool = True) -> alt.Scale:
+def model_colors(num_clients: int, federated: bool = True, centralized: bool = False) -> alt.Scale:
     domain = [client_name(i) for i in range(1, num_clients + 1)]
     colors = PALETTE[:num_clients]
     if federated:
         domain, colors = [*domain, FEDERATED], [*colors, FEDERATED_COLOR]
+    if centralized:
+        domain, colors = [*domain, CENTRALIZED], [*colors, CENTRALIZED_COLOR]
     return alt.Scale(domain=domain, range=colors)
 
 
@@ -140,7 +143,13 @@ def accuracy_chart(accuracies: pd.DataFrame, num_clients: int) -> alt.Chart:
                 axis=alt.Axis(format="%"),
                 scale=alt.Scale(domain=[0, 1]),
             ),
-            color=alt.Color("model:N", title="model", scale=model_colors(num_clients)),
+            color=alt.Color(
+                "model:N",
+                title="model",
+                scale=model_colors(
+                    num_clients, centralized=CENTRALIZED in set(accuracies["model"])
+                ),
+            ),
             stroke=alt.condition("datum.missing", alt.value(MISSING_COLOR), alt.value(None)),
             strokeWidth=alt.condition("datum.missing", alt.value(2), alt.value(0)),
             tooltip=[

@@ -10,7 +10,13 @@ import torch
 from fedcore.config import ExperimentConfig, format_digits
 from fedcore.data import MnistData
 from fedcore.partition import ClientPartition
-from fedcore.results import ClientResult, ExperimentResult, FederatedResult, RoundResult
+from fedcore.results import (
+    CentralizedResult,
+    ClientResult,
+    ExperimentResult,
+    FederatedResult,
+    RoundResult,
+)
 from fedcore.settings import BY_NAME, SETTINGS
 
 FEDERATED = "Federated"
@@ -83,11 +89,14 @@ def isolated_losses(results: Sequence[ClientResult]) -> pd.DataFrame:
 
 
 def accuracies(
-    isolated: Sequence[ClientResult], federated: FederatedResult | None = None
+    isolated: Sequence[ClientResult],
+    federated: FederatedResult | None = None,
+    centralized: CentralizedResult | None = None,
 ) -> pd.DataFrame:
     """`model, test_set, accuracy, missing`: every model on every test set.
 
-    `missing` marks a model's own missing digits (always False for the federated model).
+    `missing` marks a model's own missing digits (always False for the federated
+    and the centralized model, which see every client's digits).
     """
     rows = []
     for r in isolated:
@@ -121,6 +130,14 @@ def accuracies(
         rows += [
             {"model": FEDERATED, "test_set": subset_name(s), "accuracy": a, "missing": False}
             for s, a in federated.subset_accuracy.items()
+        ]
+    if centralized is not None:
+        scores = {ALL_DIGITS: centralized.accuracy} | {
+            subset_name(s): a for s, a in centralized.subset_accuracy.items()
+        }
+        rows += [
+            {"model": CENTRALIZED, "test_set": name, "accuracy": a, "missing": False}
+            for name, a in scores.items()
         ]
     return pd.DataFrame(rows)
 

@@ -4,6 +4,7 @@ isolated models scored on each other's data; rounds to a target; sampling with a
 import pytest
 import torch
 
+from fedcore import tables
 from fedcore.config import ExperimentConfig
 from fedcore.data import load_mnist
 from fedcore.evaluation import cross_accuracy, digit_accuracy
@@ -12,6 +13,7 @@ from fedcore.isolated import centralized_result, fit_centralized_model
 from fedcore.local_training import batch_order_seed
 from fedcore.model import build_model
 from fedcore.partition import missing_subsets, partition_clients
+from fedcore.report.figures import run_charts
 from fedcore.training import train
 
 
@@ -46,6 +48,11 @@ def test_every_all_run_carries_the_baselines(small_run, small_config):
     assert centralized.train_size == sum(c.train_size for c in result.isolated)
     assert centralized.accuracy > max(c.accuracy for c in result.isolated)
     assert result.label_counts == [c.label_counts for c in result.isolated]
+    table = tables.accuracies(result.isolated, result.federated, centralized)
+    pooled = table[table.model == tables.CENTRALIZED].set_index("test_set")["accuracy"]
+    assert pooled[tables.ALL_DIGITS] == centralized.accuracy and len(pooled) == 4
+    chart = run_charts(result)["test-accuracy"]().to_dict()  # the report's chart shows it too
+    assert tables.CENTRALIZED in chart["encoding"]["color"]["scale"]["domain"]
     cross = result.cross_accuracy
     assert len(cross) == len(cross[0]) == 3
     for i, row in enumerate(cross):  # best on its own kind of data

@@ -33,7 +33,7 @@ def run_charts(result: ExperimentResult) -> dict[str, Callable[[], alt.TopLevelM
             tables.isolated_losses(isolated), n, "Training loss, each client alone"
         )
     out["test-accuracy"] = lambda: charts.accuracy_chart(
-        tables.accuracies(isolated or [], federated), n
+        tables.accuracies(isolated or [], federated, result.centralized), n
     )
     if isolated:
         out["isolated-confusion-matrices"] = lambda: charts.confusion_chart(
