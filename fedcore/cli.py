@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--figures", metavar="DIR", help="also write every chart as SVG and PNG into DIR"
     )
+    commands.add_parser(  # parsed by fedcore.deploy.command (see main)
+        "deploy",
+        help="the experiment on Flower's deployment engine with TLS and SuperNode "
+        "authentication (`deploy --help`)",
+        add_help=False,
+    )
     return parser
 
 
@@ -279,6 +285,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["deploy"]:
+        from fedcore.deploy.command import main as deploy
+
+        return deploy(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return write_report(args)

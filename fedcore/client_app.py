@@ -8,7 +8,9 @@ reply. The partition comes from the node config (`partition-id`,
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -45,6 +47,20 @@ def node_partition(context: Context, config: ExperimentConfig) -> int:
     return partition_id
 
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])(?:/[^\s/:'\"]+)+/?")
+
+
+def without_local_paths(reason: str, data_dir: str) -> str:
+    """The reason with this machine's paths left out (the server and its operator
+    need what failed, not where the data holder keeps its files): the data folder
+    reads `data-dir`, any other absolute path its last part."""
+    if data_dir:
+        for folder in {str(Path(data_dir).expanduser().resolve()), str(Path(data_dir))}:
+            if folder.rstrip("/"):
+                reason = reason.replace(folder.rstrip("/"), "data-dir")
+    return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group(0).rstrip("/").split("/")[-1], reason)
+
+
 def train_handler(msg: Message, context: Context) -> Message:
     config = experiment_config(context.run_config)
     if "data-dir" in context.node_config:  # a SuperNode's own data folder wins
@@ -65,7 +81,8 @@ def train_handler(msg: Message, context: Context) -> Message:
             model, data, partition, config, server_round, proximal_mu=proximal_mu
         )
     except Exception as error:
-        raise ClientFailure(f"client {client} failed in round {server_round}: {error}") from error
+        reason = without_local_paths(str(error), config.data_dir)
+        raise ClientFailure(f"client {client} failed in round {server_round}: {reason}") from error
     metrics = {"num-examples": partition.size, "train-loss": losses[-1], UNIFORM_WEIGHT: 1}
     content = RecordDict(
         {
