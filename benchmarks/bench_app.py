@@ -210,12 +210,16 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--screenshots", help="also save screenshots of the default page here")
     parser.add_argument("--now-only", action="store_true", help="skip the app before the engine")
+    parser.add_argument(
+        "--before", default=BEFORE_COMMIT, metavar="COMMIT",
+        help=f"the commit to compare with (default {BEFORE_COMMIT}, the last before the engine)",
+    )  # fmt: skip
     args = parser.parse_args()
     data_dir = str(Path(args.data_dir).resolve())
     report = {}
     if not args.now_only:
-        print(f"before ({BEFORE_COMMIT}):", flush=True)
-        with worktree(BEFORE_COMMIT) as tree:
+        print(f"before ({args.before}):", flush=True)
+        with worktree(args.before) as tree:
             report["before"] = measure(tree, data_dir, None)
     print("now:", flush=True)
     report["now"] = measure(ROOT, data_dir, args.screenshots)
