@@ -107,6 +107,23 @@ def running_app(mnist_dir, tmp_path):
         yield server.url
 
 
+def cli_beside_the_page(mnist_dir: Path, out: Path, *flags: str) -> subprocess.Popen:
+    """`python -m fedcore run FLAGS --out OUT`, started beside a page under test: the
+    numbers that page must show."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedcore", "run", *flags, "--data-dir", str(mnist_dir),
+         "--out", str(out)],
+        cwd=REPO, env=os.environ | {"FLWR_TELEMETRY_ENABLED": "0"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def chart_spec(renderer) -> dict:
+    """The Vega-Lite spec of a chart in the page (marimo stores it as JSON, at times in JSON)."""
+    spec = json.loads(renderer.get_attribute("data-data"))
+    return json.loads(spec) if isinstance(spec, str) else spec
+
+
 def launch_chromium(playwright):
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: apt-get install chromium (.ci/run does)")

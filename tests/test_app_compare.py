@@ -6,8 +6,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,8 +13,7 @@ from pathlib import Path
 from fedcore import charts, tables
 from fedcore.config import ExperimentConfig, default_exclusions
 
-from .conftest import REPO
-from .test_app import launch_chromium, serve_app
+from .test_app import chart_spec, cli_beside_the_page, launch_chromium, serve_app
 from .test_app_lab import tiny_result
 
 # ------------------------------------------------------------ the shared tables
@@ -125,16 +122,6 @@ def screenshot(page, section, path: Path) -> None:
     )
 
 
-def cli_run(mnist_dir, out) -> subprocess.Popen:
-    """`python -m fedcore run --out` beside the page: the results file to load."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "fedcore", "run", *FILE_RUN, "--phase", "federated",
-         "--data-dir", str(mnist_dir), "--out", str(out)],
-        cwd=REPO, env=os.environ | {"FLWR_TELEMETRY_ENABLED": "0"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
 def test_compare_a_lab_run_and_a_results_file(mnist_dir, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -142,7 +129,7 @@ def test_compare_a_lab_run_and_a_results_file(mnist_dir, tmp_path):
     results = tmp_path / "cli.json"
     bad = tmp_path / "bad.json"
     bad.write_text('{"hello": "world"}')
-    reference = cli_run(mnist_dir, results)
+    reference = cli_beside_the_page(mnist_dir, results, *FILE_RUN, "--phase", "federated")
     try:
         with serve_app(mnist_dir, tmp_path) as server, sync_playwright() as playwright:
             browser = launch_chromium(playwright)
@@ -197,8 +184,7 @@ def test_compare_a_lab_run_and_a_results_file(mnist_dir, tmp_path):
                 box = chart.locator(".vega-embed .marks").bounding_box()
                 assert box and box["width"] > 100 and box["height"] > 100
                 painted = chart.locator(".vega-embed .marks").screenshot()
-                spec = json.loads(chart.get_attribute("data-data"))
-                spec = json.loads(spec) if isinstance(spec, str) else spec  # JSON in JSON
+                spec = chart_spec(chart)
                 rows = {cells[0]: cells[1:] for cells in table_rows(section)}
                 for problem in ("cannot run", "could not be loaded", "The run failed"):
                     expect(page.get_by_text(problem)).to_have_count(0)

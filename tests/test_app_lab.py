@@ -2,10 +2,7 @@
 a real browser (Debian's chromium) whose numbers equal `python -m fedcore run`'s."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
@@ -20,8 +17,7 @@ from fedcore.results import (
     RoundResult,
 )
 
-from .conftest import REPO
-from .test_app import launch_chromium, serve_app
+from .test_app import chart_spec, cli_beside_the_page, launch_chromium, serve_app
 
 # ------------------------------------------------------------ tables and charts
 
@@ -134,23 +130,15 @@ def test_lab_charts_bars_or_heatmap_and_numbers_only_when_few():
 LAB = {"clients": 5, "split": "dirichlet:0.1", "rounds": 2, "epochs": 1}
 
 
-def cli_reference(mnist_dir, out) -> subprocess.Popen:
-    """`python -m fedcore run` with the lab's settings, computed anew (no cache)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "fedcore", "run", "--clients", str(LAB["clients"]),
-         "--split", LAB["split"], "--rounds", str(LAB["rounds"]), "--epochs",
-         str(LAB["epochs"]), "--data-dir", str(mnist_dir), "--no-cache", "--out", str(out)],
-        cwd=REPO, env=os.environ | {"FLWR_TELEMETRY_ENABLED": "0"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
 def test_lab_run_in_the_browser_equals_the_cli(mnist_dir, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     started = time.monotonic()
     out = tmp_path / "cli.json"
-    reference = cli_reference(mnist_dir, out)  # beside the page, on its own cache
+    reference = cli_beside_the_page(  # the lab's settings, computed anew (no cache)
+        mnist_dir, out, "--clients", str(LAB["clients"]), "--split", LAB["split"],
+        "--rounds", str(LAB["rounds"]), "--epochs", str(LAB["epochs"]), "--no-cache",
+    )  # fmt: skip
     try:
         with serve_app(mnist_dir, tmp_path) as server, sync_playwright() as playwright:
             browser = launch_chromium(playwright)
@@ -194,8 +182,7 @@ def test_lab_run_in_the_browser_equals_the_cli(mnist_dir, tmp_path):
                     expect(chart.locator(".vega-embed .marks")).to_have_count(1, timeout=30_000)
                     box = chart.locator(".vega-embed .marks").bounding_box()
                     assert box and box["width"] > 100 and box["height"] > 100
-                    spec = json.loads(chart.get_attribute("data-data"))
-                    spec = json.loads(spec) if isinstance(spec, str) else spec  # JSON in JSON
+                    spec = chart_spec(chart)
                     titles.append(spec["title"])
                 command = results.get_by_text("python -m fedcore run --clients 5").inner_text()
                 for problem in ("cannot run", "could not be loaded", "The run failed"):

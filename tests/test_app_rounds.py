@@ -5,8 +5,6 @@ chromium) whose epsilon equals `python -m fedcore run`'s."""
 
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from urllib.parse import quote
@@ -16,8 +14,7 @@ import pytest
 from fedcore import charts, tables
 from fedcore.results import RoundResult
 
-from .conftest import REPO
-from .test_app import launch_chromium, serve_app
+from .test_app import chart_spec, cli_beside_the_page, launch_chromium, serve_app
 from .test_app_lab import tiny_result
 
 # ------------------------------------------------------------ tables and charts
@@ -141,13 +138,10 @@ def test_lab_round_views_in_the_browser(mnist_dir, tmp_path):
     started = time.monotonic()
     out = tmp_path / "cli.json"
     lab = ROUNDS_LAB
-    reference = subprocess.Popen(
-        [sys.executable, "-m", "fedcore", "run", "--phase", "all", "--clients",
-         str(lab["clients"]), "--rounds", str(lab["rounds"]), "--epochs", str(lab["epochs"]),
-         "--strategy", lab["strategy"], "--privacy", lab["privacy"],
-         "--data-dir", str(mnist_dir), "--no-cache", "--out", str(out)],
-        cwd=REPO, env=os.environ | {"FLWR_TELEMETRY_ENABLED": "0"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    reference = cli_beside_the_page(
+        mnist_dir, out, "--phase", "all", "--clients", str(lab["clients"]),
+        "--rounds", str(lab["rounds"]), "--epochs", str(lab["epochs"]),
+        "--strategy", lab["strategy"], "--privacy", lab["privacy"], "--no-cache",
     )  # fmt: skip
     query = (
         f"?num-clients={lab['clients']}&num-server-rounds={lab['rounds']}"
@@ -187,8 +181,7 @@ def test_lab_round_views_in_the_browser(mnist_dir, tmp_path):
                     expect(marks).to_have_count(1, timeout=30_000)
                     box = marks.bounding_box()
                     assert box and box["width"] > 100 and box["height"] > 100
-                    spec = json.loads(chart.get_attribute("data-data"))
-                    spec = json.loads(spec) if isinstance(spec, str) else spec  # JSON in JSON
+                    spec = chart_spec(chart)
                     titles.append(spec["title"])
                 results = page.locator(
                     "[data-cell-name]", has=page.get_by_role("heading", name="The lab's results")
