@@ -11,9 +11,11 @@ def _():
 
     import marimo as mo
 
-    from fedcore import charts, tables
-    from fedcore.cli import settings_from_cli
-    from fedcore.config import (
+    from fedcore.cli.main import settings_from_cli
+    from fedcore.data.mnist import DataError, load_mnist
+    from fedcore.data.partition import partition_clients
+    from fedcore.engine import shared_engine
+    from fedcore.experiment.config import (
         PRIVACY,
         SIZE_LAWS,
         SPLITS,
@@ -24,13 +26,12 @@ def _():
         format_digits,
         format_spec,
     )
-    from fedcore.data import DataError, load_mnist
-    from fedcore.engine import shared_engine
-    from fedcore.partition import label_counts, partition_clients
+    from fedcore.experiment.results import ExperimentResult, ResultsError
+    from fedcore.experiment.settings import APP_LIMITS_WHY, BY_NAME, control_range
+    from fedcore.report import charts, tables
     from fedcore.report.figures import run_charts, to_png, to_svg
     from fedcore.report.html import report_html
-    from fedcore.results import ExperimentResult, ResultsError
-    from fedcore.settings import APP_LIMITS_WHY, BY_NAME, control_range
+    from fedcore.report.tables import label_counts
 
     # Every run goes to the engine: processes of its own, shared by every session
     # of this server, started now so that it is warm by the first run. It queues

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedcore.config import ExperimentConfig
-from fedcore.data import load_mnist
-from fedcore.model import build_model
-from fedcore.partition import partition_clients
+from fedcore.data.mnist import load_mnist
+from fedcore.data.partition import partition_clients
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.learning.models import build_model
 
 
 def train_loop(model: nn.Module, loader: DataLoader, config: ExperimentConfig) -> None:

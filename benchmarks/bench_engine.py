@@ -48,8 +48,8 @@ def row(name: str, wall: float, clients: float) -> dict[str, float | str]:
 
 
 def run_engine(data_dir: str, runs: int) -> list[dict]:
-    from fedcore.config import ExperimentConfig
     from fedcore.engine import Engine
+    from fedcore.experiment.config import ExperimentConfig
 
     rows = []
     begin = time.perf_counter()
@@ -70,10 +70,10 @@ def run_ray_kept(data_dir: str, runs: int) -> list[dict]:
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
-    from fedcore.client_app import train_handler, with_run_config
-    from fedcore.config import ExperimentConfig
     from fedcore.engine.pool import covered_seconds
-    from fedcore.federated import run_federated
+    from fedcore.experiment.config import ExperimentConfig
+    from fedcore.flower.client_app import train_handler, with_run_config
+    from fedcore.flower.rounds import run_federated
 
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")

@@ -45,8 +45,8 @@ SCALE = {
 
 def measure(data_dir: str, rounds: int) -> dict:
     """The warm engine's `rounds` rounds at SCALE, in this process's fedcore."""
-    from fedcore.config import ExperimentConfig
     from fedcore.engine import Engine
+    from fedcore.experiment.config import ExperimentConfig
 
     with Engine() as engine:
         warm = ExperimentConfig(data_dir=data_dir, num_rounds=1, local_epochs=1)

@@ -36,9 +36,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from fedcore.config import ExperimentConfig
-from fedcore.data import read_idx_split
-from fedcore.model import MLP, build_model
+from fedcore.data.mnist import read_idx_split
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.learning.models import MLP, build_model
 
 TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
 

@@ -1,5 +1,5 @@
 import sys
 
-from fedcore.cli import main
+from fedcore.cli.main import main
 
 sys.exit(main())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcore.config import DATA_DIR_ENV, ExperimentConfig
+from fedcore.experiment.config import DATA_DIR_ENV, ExperimentConfig
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(

@@ -10,8 +10,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from fedcore import charts, tables
-from fedcore.config import ExperimentConfig, default_exclusions
+from fedcore.experiment.config import ExperimentConfig, default_exclusions
+from fedcore.report import charts, tables
 
 from .test_app import chart_spec, cli_beside_the_page, launch_chromium, serve_app
 from .test_app_lab import tiny_result

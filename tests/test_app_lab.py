@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from fedcore import charts, tables
-from fedcore.config import ExperimentConfig
-from fedcore.results import (
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.results import (
     CentralizedResult,
     ClientResult,
     ExperimentResult,
     FederatedResult,
     RoundResult,
 )
+from fedcore.report import charts, tables
 
 from .test_app import chart_spec, cli_beside_the_page, launch_chromium, serve_app
 

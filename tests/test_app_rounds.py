@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
-from fedcore import charts, tables
-from fedcore.results import RoundResult
+from fedcore.experiment.results import RoundResult
+from fedcore.report import charts, tables
 
 from .test_app import chart_spec, cli_beside_the_page, launch_chromium, serve_app
 from .test_app_lab import tiny_result

@@ -4,17 +4,17 @@ isolated models scored on each other's data; rounds to a target; sampling with a
 import pytest
 import torch
 
-from fedcore import tables
-from fedcore.config import ExperimentConfig
-from fedcore.data import load_mnist
-from fedcore.evaluation import cross_accuracy, digit_accuracy
-from fedcore.federated import RoundRecorder
-from fedcore.isolated import centralized_result, fit_centralized_model
-from fedcore.local_training import batch_order_seed
-from fedcore.model import build_model
-from fedcore.partition import missing_subsets, partition_clients
+from fedcore.data.mnist import load_mnist
+from fedcore.data.partition import missing_subsets, partition_clients
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.flower.rounds import RoundRecorder
+from fedcore.learning.baselines import centralized_result, fit_centralized_model
+from fedcore.learning.evaluation import cross_accuracy, digit_accuracy
+from fedcore.learning.local import batch_order_seed
+from fedcore.learning.models import build_model
+from fedcore.learning.train import train
+from fedcore.report import tables
 from fedcore.report.figures import run_charts
-from fedcore.training import train
 
 
 def test_centralized_baseline_is_training_on_the_concatenated_data(small_config):

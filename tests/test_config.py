@@ -2,7 +2,7 @@ import tomllib
 
 import pytest
 
-from fedcore.config import (
+from fedcore.experiment.config import (
     REFERENCE_EXCLUSIONS,
     ConfigError,
     ExperimentConfig,
@@ -10,7 +10,7 @@ from fedcore.config import (
     format_exclusions,
     parse_exclusions,
 )
-from fedcore.run_config import RESULTS_DIR_KEY, experiment_config
+from fedcore.flower.run_config import RESULTS_DIR_KEY, experiment_config
 
 from .conftest import REPO
 

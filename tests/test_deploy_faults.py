@@ -20,7 +20,7 @@ from flwr.supernode.node_auth_http_interceptor import NodeAuthHttpInterceptor
 
 from fedcore.deploy import Federation
 from fedcore.deploy.network import Namespaces
-from fedcore.processes import processes_with_env, stop_processes
+from fedcore.deploy.processes import processes_with_env, stop_processes
 
 from .test_deployment import namespaces
 

@@ -15,11 +15,11 @@ from flwr.app import Error, Message, Metadata
 from flwr.app.message import make_message
 from flwr.cli.supernode.register import try_load_public_key
 
-from fedcore.client_app import without_local_paths
 from fedcore.deploy.federation import RunHandle
 from fedcore.deploy.pki import make_node_key, make_server_credentials
-from fedcore.federated import name_the_node
-from fedcore.strategies import failure_reason
+from fedcore.flower.client_app import without_local_paths
+from fedcore.flower.rounds import name_the_node
+from fedcore.flower.strategies import failure_reason
 
 
 def test_the_superlink_certificate_is_signed_by_the_ca_for_the_addresses_dialled(tmp_path):

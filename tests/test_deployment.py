@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from fedcore.deploy.network import Namespaces
-from fedcore.processes import processes_with_env, stop_processes
+from fedcore.deploy.processes import processes_with_env, stop_processes
 
 from .conftest import REPO
 

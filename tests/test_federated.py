@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from fedcore.results import ExperimentResult
+from fedcore.experiment.results import ExperimentResult
 
 from .conftest import REPO
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedcore.processes import processes_with_env, stop_processes
+from fedcore.deploy.processes import processes_with_env, stop_processes
 
 from .conftest import REPO
 

@@ -1,6 +1,6 @@
 import pytest
 
-from fedcore.results import ExperimentResult, ResultsError
+from fedcore.experiment.results import ExperimentResult, ResultsError
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from fedcore.model import CNN, MLP, MODELS, build_model
-from fedcore.reference_training import reference_train
-from fedcore.training import train
+from fedcore.learning.models import CNN, MLP, MODELS, build_model
+from fedcore.learning.textbook import reference_train
+from fedcore.learning.train import train
 
 
 def tiny_data(n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,17 +4,17 @@ import pytest
 import torch
 from flwr_datasets.partitioner import IidPartitioner
 
-from fedcore.config import ConfigError, ExperimentConfig
-from fedcore.data import load_mnist
-from fedcore.partition import (
+from fedcore.data.mnist import load_mnist
+from fedcore.data.partition import (
     iid_shards,
-    label_counts,
     library_partitioner,
     missing_subsets,
     partition_clients,
     split_indices,
 )
-from fedcore.storage import cache_dir
+from fedcore.data.storage import cache_dir
+from fedcore.experiment.config import ConfigError, ExperimentConfig
+from fedcore.report.tables import label_counts
 
 
 def test_reference_split(small_config):

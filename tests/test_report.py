@@ -10,8 +10,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from fedcore.experiment.results import ExperimentResult
 from fedcore.report.figures import PNG_SCALE, run_charts
-from fedcore.results import ExperimentResult
 
 from .conftest import REPO
 from .test_app import launch_chromium

@@ -4,9 +4,14 @@ import dataclasses
 
 import pytest
 
-from fedcore.cli import build_parser, config_from_args
-from fedcore.config import ConfigError, ExperimentConfig, default_exclusions, parse_exclusions
-from fedcore.settings import SETTINGS, control_range
+from fedcore.cli.main import build_parser, config_from_args
+from fedcore.experiment.config import (
+    ConfigError,
+    ExperimentConfig,
+    default_exclusions,
+    parse_exclusions,
+)
+from fedcore.experiment.settings import SETTINGS, control_range
 
 NUMBERS = [s for s in SETTINGS if s.kind in (int, float)]
 

@@ -8,12 +8,12 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedcore.config import STRATEGIES, ConfigError, ExperimentConfig
-from fedcore.evaluation import digit_accuracy
-from fedcore.model import build_model
-from fedcore.reference_training import reference_train
-from fedcore.strategies import RecordingStrategy, RunLog, flower_strategy
-from fedcore.training import train
+from fedcore.experiment.config import STRATEGIES, ConfigError, ExperimentConfig
+from fedcore.flower.strategies import RecordingStrategy, RunLog, flower_strategy
+from fedcore.learning.evaluation import digit_accuracy
+from fedcore.learning.models import build_model
+from fedcore.learning.textbook import reference_train
+from fedcore.learning.train import train
 
 
 @pytest.fixture

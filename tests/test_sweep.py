@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from fedcore.config import ConfigError, ExperimentConfig
-from fedcore.processes import processes_with_env, stop_processes
-from fedcore.sweep import grid, parse_vary
+from fedcore.deploy.processes import processes_with_env, stop_processes
+from fedcore.engine.sweep import grid, parse_vary
+from fedcore.experiment.config import ConfigError, ExperimentConfig
 
 from .conftest import REPO
 

@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from fedcore.evaluation import confusion_matrix, evaluate, subset_accuracy
-from fedcore.model import build_model
-from fedcore.reference_training import reference_train
-from fedcore.training import train
+from fedcore.learning.evaluation import confusion_matrix, evaluate, subset_accuracy
+from fedcore.learning.models import build_model
+from fedcore.learning.textbook import reference_train
+from fedcore.learning.train import train
 
 
 def toy_data(n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:

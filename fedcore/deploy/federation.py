@@ -37,7 +37,7 @@ import psutil
 
 from fedcore.deploy.network import Loopback, Namespaces, wait_until_listening
 from fedcore.deploy.pki import NodeKey, make_node_key, make_server_credentials
-from fedcore.processes import processes_with_env, stop_processes, with_descendants
+from fedcore.deploy.processes import processes_with_env, stop_processes, with_descendants
 
 ROOT = Path(__file__).resolve().parents[2]  # the Flower app (`flwr run .`)
 BIN = Path(sys.executable).parent

@@ -58,7 +58,7 @@ class _PromptStop(threading.Event):
 class PoolBackend(Backend):
     """A Simulation Runtime backend whose ClientApps run in the engine's worker pool.
 
-    The workers build the ClientApp themselves (`fedcore.client_app` with
+    The workers build the ClientApp themselves (`fedcore.flower.client_app` with
     `run_config`), so only the message and the node's context cross processes.
     """
 

@@ -4,7 +4,7 @@ A job is one experiment (isolated models, the federated run, or both), on two
 pools of warm workers: the ClientApps on one worker more than there are cores
 (so that the last client of a round shares the cores rather than running
 alone: 3 clients on 2 cores take 1.5 client-times a round, not 2), and the
-isolated models that round 1 does not give (see `fedcore.isolated`) on one
+isolated models that round 1 does not give (see `fedcore.learning.baselines`) on one
 worker per core at nice 19, on the cycles the federated run leaves idle.
 
 Messages to the supervisor: `("ready", worker pids)`, `("event", job, kind,
@@ -26,23 +26,23 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from typing import Any
 
-from fedcore.config import ConfigError, ExperimentConfig
-from fedcore.data import DataError, MnistData, load_mnist
-from fedcore.engine.cache import ResultCache, isolated_client_key
-from fedcore.engine.child import connect_to_parent
-from fedcore.engine.pool import TaskError, WorkerDied, WorkerPool
-from fedcore.engine.supervisor import PHASE_PARTS, Phase
-from fedcore.evaluation import cross_accuracy
-from fedcore.isolated import centralized_result, client_result
-from fedcore.model import build_model
-from fedcore.partition import (
+from fedcore.data.mnist import DataError, MnistData, load_mnist
+from fedcore.data.partition import (
     ClientPartition,
     client_label_counts,
     missing_subsets,
     partition_clients,
 )
-from fedcore.progress import FederatedRunError, Progress
-from fedcore.results import ClientResult, ExperimentResult, FederatedResult
+from fedcore.engine.cache import ResultCache, isolated_client_key
+from fedcore.engine.child import connect_to_parent
+from fedcore.engine.pool import TaskError, WorkerDied, WorkerPool
+from fedcore.engine.supervisor import PHASE_PARTS, Phase
+from fedcore.experiment.config import ConfigError, ExperimentConfig
+from fedcore.experiment.progress import FederatedRunError, Progress
+from fedcore.experiment.results import ClientResult, ExperimentResult, FederatedResult
+from fedcore.learning.baselines import centralized_result, client_result
+from fedcore.learning.evaluation import cross_accuracy
+from fedcore.learning.models import build_model
 
 Emit = Callable[[str, Any], None]  # emit(kind, payload): an event for the supervisor
 
@@ -90,7 +90,7 @@ def run_federated_on_pool(
     from flwr.serverapp import ServerApp
 
     from fedcore.engine.flower_runtime import run_on_pool
-    from fedcore.federated import run_federated
+    from fedcore.flower.rounds import run_federated
 
     logging.getLogger("flwr").setLevel(logging.CRITICAL)  # we report progress and errors
     outcome: list[FederatedResult] = []
@@ -342,8 +342,8 @@ def failure(error: BaseException) -> tuple[str, str]:
 def serve(conn: Any) -> None:
     # Everything the workers need, imported once here: they are forked from
     # this process (before it starts any thread) with all of it loaded.
-    import fedcore.client_app  # noqa: F401  (Flower, PyTorch, the training code)
     import fedcore.engine.flower_runtime  # noqa: F401
+    import fedcore.flower.client_app  # noqa: F401  (Flower, PyTorch, the training code)
 
     pools = Pools()
     send_lock = threading.Lock()

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from fedcore.config import ExperimentConfig
-from fedcore.results import ClientResult, ExperimentResult, RoundResult
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.results import ClientResult, ExperimentResult, RoundResult
 
 Phase = Literal["isolated", "federated", "centralized", "story", "all"]
 # What each phase computes: "story" is what the story page shows (no centralized

@@ -19,7 +19,7 @@ from fedcore.engine.child import Channel
 
 @functools.lru_cache(maxsize=4)
 def _client_app(run_config_items: tuple[tuple[str, Any], ...]) -> Any:
-    from fedcore.client_app import build_client_app
+    from fedcore.flower.client_app import build_client_app
 
     return build_client_app(dict(run_config_items))
 
@@ -32,9 +32,9 @@ def run_client_app(run_config: Mapping[str, Any], message: Any, context: Any) ->
 
 def fit_isolated(config: Any, client: int, send_progress: Callable[[Any], None]) -> dict[str, Any]:
     """Train client `client`'s isolated model; its weights and losses."""
-    from fedcore.data import load_mnist
-    from fedcore.isolated import fit_isolated_model
-    from fedcore.partition import partition_clients
+    from fedcore.data.mnist import load_mnist
+    from fedcore.data.partition import partition_clients
+    from fedcore.learning.baselines import fit_isolated_model
 
     data = load_mnist(config)
     partition = partition_clients(data.train_y, config)[client - 1]
@@ -46,9 +46,9 @@ def fit_isolated(config: Any, client: int, send_progress: Callable[[Any], None])
 
 def fit_centralized(config: Any, send_progress: Callable[[Any], None]) -> dict[str, Any]:
     """Train the centralized baseline; its weights and losses."""
-    from fedcore.data import load_mnist
-    from fedcore.isolated import fit_centralized_model
-    from fedcore.partition import partition_clients
+    from fedcore.data.mnist import load_mnist
+    from fedcore.data.partition import partition_clients
+    from fedcore.learning.baselines import fit_centralized_model
 
     data = load_mnist(config)
     partitions = partition_clients(data.train_y, config)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import altair as alt
 
-from fedcore import charts, tables
-from fedcore.results import ExperimentResult
+from fedcore.experiment.results import ExperimentResult
+from fedcore.report import charts, tables
 
 PNG_SCALE = 2  # pixels per SVG unit: sharp on slides and in papers
 

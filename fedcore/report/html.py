@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import altair as alt
 
-from fedcore import charts, tables
+from fedcore.experiment.results import ExperimentResult
+from fedcore.report import charts, tables
 from fedcore.report.figures import run_charts, to_svg
-from fedcore.results import ExperimentResult
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;

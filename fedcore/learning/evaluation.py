@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedcore.config import format_digits
-from fedcore.training import use_one_thread
+from fedcore.experiment.config import format_digits
+from fedcore.learning.fast_path import use_one_thread
 
 
 @dataclass(frozen=True)

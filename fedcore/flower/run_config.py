@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedcore.config import ExperimentConfig
+from fedcore.experiment.config import ExperimentConfig
 
 # Where `flwr run .` writes results; an output location, not an experiment setting.
 RESULTS_DIR_KEY = "results-dir"

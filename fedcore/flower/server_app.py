@@ -11,12 +11,12 @@ from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
-from fedcore.config import ConfigError
-from fedcore.data import DataError
-from fedcore.federated import run_federated
-from fedcore.progress import FederatedRunError, Progress
-from fedcore.results import ExperimentResult
-from fedcore.run_config import experiment_config, results_dir
+from fedcore.data.mnist import DataError
+from fedcore.experiment.config import ConfigError
+from fedcore.experiment.progress import FederatedRunError, Progress
+from fedcore.experiment.results import ExperimentResult
+from fedcore.flower.rounds import run_federated
+from fedcore.flower.run_config import experiment_config, results_dir
 
 app = ServerApp()
 

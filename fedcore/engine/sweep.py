@@ -20,11 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedcore.config import ConfigError, ExperimentConfig, default_exclusions, parse_exclusions
+from fedcore.data.storage import atomic_write_text
 from fedcore.engine.cache import code_fingerprint
-from fedcore.results import ExperimentResult, ResultsError
-from fedcore.settings import SETTINGS, Setting
-from fedcore.storage import atomic_write_text
+from fedcore.experiment.config import (
+    ConfigError,
+    ExperimentConfig,
+    default_exclusions,
+    parse_exclusions,
+)
+from fedcore.experiment.results import ExperimentResult, ResultsError
+from fedcore.experiment.settings import SETTINGS, Setting
 
 MAX_CELLS = 1000
 

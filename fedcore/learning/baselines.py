@@ -15,14 +15,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from fedcore.config import ExperimentConfig
-from fedcore.data import MnistData
-from fedcore.evaluation import evaluate, subset_accuracy
-from fedcore.local_training import ClientEpochCallback, batch_order_seed, train_on_partition
-from fedcore.model import build_model
-from fedcore.partition import ClientPartition
-from fedcore.results import CentralizedResult, ClientResult
-from fedcore.training import train
+from fedcore.data.mnist import MnistData
+from fedcore.data.partition import ClientPartition
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.results import CentralizedResult, ClientResult
+from fedcore.learning.evaluation import evaluate, subset_accuracy
+from fedcore.learning.local import ClientEpochCallback, batch_order_seed, train_on_partition
+from fedcore.learning.models import build_model
+from fedcore.learning.train import train
 
 
 def fit_isolated_model(

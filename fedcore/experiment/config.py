@@ -1,6 +1,6 @@
 """The one experiment config shared by the notebook, the CLI, Flower and the benchmarks.
 
-Each setting is described once, in `fedcore.settings` (default, limits, CLI
+Each setting is described once, in `fedcore.experiment.settings` (default, limits, CLI
 flag, run-config key, label, help); this module turns that table into a frozen,
 validated config. The notebook builds an `ExperimentConfig` from its controls,
 the CLI from its flags, Flower from `context.run_config` (flat kebab-case keys,
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedcore.settings import BY_NAME, SETTINGS
+from fedcore.experiment.settings import BY_NAME, SETTINGS
 
 DATA_DIR_ENV = "FEDCORE_DATA_DIR"
 
@@ -221,7 +221,7 @@ def _check_float(name: str, value: Any, low: float, high: float, *, low_open: bo
 class ExperimentConfig:
     """Every setting of one experiment; the defaults are the reference experiment.
 
-    What each field means, its default and its limits are in `fedcore.settings`
+    What each field means, its default and its limits are in `fedcore.experiment.settings`
     (`SETTINGS`, one row per field). In short: `num_clients` clients share the
     MNIST training set as `split` says (the default: client i never sees
     `excluded_digits[i]`); `strategy` (Flower's, FedAvg by default, `privacy`

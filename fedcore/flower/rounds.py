@@ -3,7 +3,7 @@ history.
 
 `run_federated` is what the ServerApp does, whether it runs under `flwr run`,
 in-process from the notebook, or on the deployment engine. Sampling and
-aggregation are Flower's own strategy (`fedcore.strategies`); this module adds
+aggregation are Flower's own strategy (`fedcore.flower.strategies`); this module adds
 the global model's evaluation after every round, the history, and progress
 events for a UI.
 """
@@ -20,14 +20,14 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from fedcore.config import ExperimentConfig
-from fedcore.data import load_mnist
-from fedcore.evaluation import Evaluation, digit_accuracy, evaluate
-from fedcore.model import build_model
-from fedcore.partition import missing_subsets, partition_clients
-from fedcore.progress import FederatedRunError, Progress, ProgressCallback
-from fedcore.results import FederatedResult, RoundResult
-from fedcore.strategies import RoundLog, RunLog, build_strategy, client_of, failure_reason
+from fedcore.data.mnist import load_mnist
+from fedcore.data.partition import missing_subsets, partition_clients
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.progress import FederatedRunError, Progress, ProgressCallback
+from fedcore.experiment.results import FederatedResult, RoundResult
+from fedcore.flower.strategies import RoundLog, RunLog, build_strategy, client_of, failure_reason
+from fedcore.learning.evaluation import Evaluation, digit_accuracy, evaluate
+from fedcore.learning.models import build_model
 
 REPLY_POLL_SECONDS = 0.05
 ROUND_TIMEOUT_SECONDS = 3600.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fedcore.results import RoundResult
+from fedcore.experiment.results import RoundResult
 
 
 class FederatedRunError(RuntimeError):

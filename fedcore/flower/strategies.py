@@ -20,8 +20,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flower
 from flwr.serverapp.strategy import Strategy
 
-from fedcore.config import ExperimentConfig
-from fedcore.progress import FederatedRunError
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.progress import FederatedRunError
 
 UNIFORM_WEIGHT = "uniform-weight"  # every client weighs 1: what Flower's DP accountant needs
 DROPOUT_REASON = "dropped out"  # in the reason of a client that the dropout setting silenced

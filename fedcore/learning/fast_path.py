@@ -12,11 +12,12 @@ gradients and velocities each in one flat buffer (two ops for the whole SGD
 update), 10 epochs of a 13,579-image client take 1.05 s instead of 2.0 s on one
 core (with `flush_denormals` and the reused epoch buffer below). The gradients
 equal autograd's up to float rounding, and the update is
-`torch.optim.SGD(lr, momentum)`'s: `reference_training.reference_train` is this
+`torch.optim.SGD(lr, momentum)`'s: `fedcore.learning.textbook.reference_train` is this
 loop written the textbook way, and the tests check both give the same weights.
 It also keeps `torch.optim` out of the process: its first step imports
 `torch._dynamo`, about 3 s in every fresh process, each Ray worker included.
-Other models (the CNN) are trained by `reference_train` itself.
+Other models (the CNN) are trained by `reference_train` itself (`fedcore.learning.train`
+chooses).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedcore.model import MLP, NUM_CLASSES
+from fedcore.learning.models import MLP, NUM_CLASSES
 
 EpochCallback = Callable[[int, float], None]
 
@@ -104,8 +105,8 @@ def _backprop(
     return summed_loss
 
 
-def train(
-    model: nn.Module,
+def fast_train(
+    model: MLP,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -121,25 +122,9 @@ def train(
     return the mean training loss of every epoch. `proximal_mu` > 0 adds FedProx's
     proximal term `mu / 2 * ||w - w_start||^2` (its gradient: `mu * (w - w_start)`).
 
-    `on_epoch(epoch, loss)` (1-based epoch) lets a UI show progress. MLPs take
-    the written-out passes; other models (the CNN) the autograd loop of
-    `reference_training`, which this function equals (tested).
+    `on_epoch(epoch, loss)` (1-based epoch) lets a UI show progress. It equals
+    `fedcore.learning.textbook.reference_train` for the same MLP (tested).
     """
-    if not isinstance(model, MLP):
-        from fedcore.reference_training import reference_train  # it imports this module
-
-        return reference_train(
-            model,
-            x,
-            y,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            momentum=momentum,
-            seed=seed,
-            proximal_mu=proximal_mu,
-            on_epoch=on_epoch,
-        )
     if len(x) == 0:
         raise ValueError("cannot train on an empty dataset")
     use_one_thread()

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 from torch import nn
 
-from fedcore.config import ExperimentConfig
-from fedcore.data import MnistData
-from fedcore.partition import ClientPartition
-from fedcore.training import train
+from fedcore.data.mnist import MnistData
+from fedcore.data.partition import ClientPartition
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.learning.train import train
 
 # on_epoch(client, epoch, loss): progress for a UI; client and epoch are 1-based.
 ClientEpochCallback = Callable[[int, int, float], None]

@@ -13,18 +13,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedcore.config import (
+from fedcore.data.storage import atomic_write_text
+from fedcore.engine import PHASES, EngineError, run_experiment
+from fedcore.experiment.config import (
     ConfigError,
     ExperimentConfig,
     default_exclusions,
     format_digits,
     parse_exclusions,
 )
-from fedcore.engine import PHASES, EngineError, run_experiment
-from fedcore.progress import Progress
-from fedcore.results import ExperimentResult, ResultsError
-from fedcore.settings import SETTINGS
-from fedcore.storage import atomic_write_text
+from fedcore.experiment.progress import Progress
+from fedcore.experiment.results import ExperimentResult, ResultsError
+from fedcore.experiment.settings import SETTINGS
 
 DEFAULTS = ExperimentConfig()
 
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
-    """The experiment settings as flags (from `fedcore.settings`), shared by the CLI
+    """The experiment settings as flags (from `fedcore.experiment.settings`), shared by the CLI
     and the app's `-- --flags`."""
     for setting in SETTINGS:
         default = getattr(DEFAULTS, setting.name)
@@ -250,7 +250,7 @@ class SweepProgress:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     from fedcore.engine import Engine
-    from fedcore.sweep import grid, parse_vary, run_sweep
+    from fedcore.engine.sweep import grid, parse_vary, run_sweep
 
     try:
         cells = grid(config_from_args(args), [parse_vary(text) for text in args.vary])

@@ -7,17 +7,17 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 import torch
 
-from fedcore.config import ExperimentConfig, format_digits
-from fedcore.data import MnistData
-from fedcore.partition import ClientPartition
-from fedcore.results import (
+from fedcore.data.mnist import MnistData
+from fedcore.data.partition import ClientPartition, client_label_counts
+from fedcore.experiment.config import ExperimentConfig, format_digits
+from fedcore.experiment.results import (
     CentralizedResult,
     ClientResult,
     ExperimentResult,
     FederatedResult,
     RoundResult,
 )
-from fedcore.settings import BY_NAME, SETTINGS
+from fedcore.experiment.settings import BY_NAME, SETTINGS
 
 FEDERATED = "Federated"
 ALL_DIGITS = "all digits"
@@ -49,6 +49,14 @@ def label_counts_table(
             for digit, count in enumerate(counts)
         ],
         columns=["client", "digit", "count", "excluded"],
+    )
+
+
+def label_counts(labels: torch.Tensor, partitions: Sequence[ClientPartition]) -> pd.DataFrame:
+    """Long table `client, digit, count, excluded` (every digit, zeros included) for charts."""
+    return label_counts_table(
+        (part.client, counts, part.excluded)
+        for part, counts in zip(partitions, client_label_counts(labels, partitions), strict=True)
     )
 
 

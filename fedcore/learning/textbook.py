@@ -1,6 +1,6 @@
 """The textbook training loop: autograd and `torch.optim.SGD`.
 
-`training.train` is the fast version of exactly this loop for the MLPs (its
+`fedcore.learning.fast_path.fast_train` is the fast version of exactly this loop for the MLPs (its
 forward and backward passes written out) and is tested equal to it; other
 models (the CNN) are trained by this loop itself. Both draw the same seeded
 batch order: one `torch.randperm` per epoch from a generator seeded with
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedcore.training import EpochCallback, flush_denormals, use_one_thread
+from fedcore.learning.fast_path import EpochCallback, flush_denormals, use_one_thread
 
 
 def reference_train(

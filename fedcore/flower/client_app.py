@@ -16,13 +16,13 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedcore.config import ExperimentConfig
-from fedcore.data import MnistData, load_mnist
-from fedcore.local_training import drops_out, train_on_partition
-from fedcore.model import build_model
-from fedcore.partition import ClientPartition, partition_clients
-from fedcore.run_config import experiment_config
-from fedcore.strategies import DROPOUT_REASON, UNIFORM_WEIGHT
+from fedcore.data.mnist import MnistData, load_mnist
+from fedcore.data.partition import ClientPartition, partition_clients
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.flower.run_config import experiment_config
+from fedcore.flower.strategies import DROPOUT_REASON, UNIFORM_WEIGHT
+from fedcore.learning.local import drops_out, train_on_partition
+from fedcore.learning.models import build_model
 
 
 class ClientFailure(RuntimeError):

@@ -1,4 +1,4 @@
-"""Altair charts: functions from the tables in `fedcore.tables` to charts.
+"""Altair charts: functions from the tables in `fedcore.report.tables` to charts.
 
 Every chart colours models the same way (`model_colors`): one colour per
 client, and a dark one for the federated model, so a reader follows
@@ -10,7 +10,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from fedcore.tables import (
+from fedcore.report.tables import (
     ALL_DIGITS,
     CENTRALIZED,
     FEDERATED,

@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from fedcore.config import ConfigError, ExperimentConfig, parse_split
-from fedcore.storage import atomic_file, cache_dir
+from fedcore.data.storage import atomic_file, cache_dir
+from fedcore.experiment.config import ConfigError, ExperimentConfig, parse_split
 
 if TYPE_CHECKING:
-    import pandas as pd
     from flwr_datasets.partitioner import Partitioner
 
 MAX_REPORTED_SUBSETS = 10  # missing-digit subsets scored every round (the first clients')
@@ -193,13 +192,3 @@ def client_label_counts(
 ) -> list[list[int]]:
     """Images per digit of every client (rows: clients)."""
     return [torch.bincount(labels[p.indices], minlength=10).tolist() for p in partitions]
-
-
-def label_counts(labels: torch.Tensor, partitions: list[ClientPartition]) -> pd.DataFrame:
-    """Long table `client, digit, count, excluded` (every digit, zeros included) for charts."""
-    from fedcore.tables import label_counts_table  # pandas: not for every process
-
-    return label_counts_table(
-        (part.client, counts, part.excluded)
-        for part, counts in zip(partitions, client_label_counts(labels, partitions), strict=True)
-    )

@@ -1,0 +1,1 @@
+"""`python -m fedcore`: run, sweep, report and deploy from the command line."""
