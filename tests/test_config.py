@@ -2,10 +2,11 @@ import tomllib
 
 import pytest
 
-from fedcore.experiment.config import (
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.from_text import config_from_run_config
+from fedcore.experiment.specs import (
     REFERENCE_EXCLUSIONS,
     ConfigError,
-    ExperimentConfig,
     default_exclusions,
     format_exclusions,
     parse_exclusions,
@@ -42,7 +43,7 @@ def test_run_config_round_trip_is_lossless():
     assert run_config["exclude"] == "0;;1,2,3;9,8"
     assert run_config["num-server-rounds"] == 5
     assert run_config["local-epochs"] == 2
-    assert ExperimentConfig.from_run_config(run_config) == config
+    assert config_from_run_config(run_config) == config
     assert ExperimentConfig.from_dict(config.to_dict()) == config
 
 
@@ -56,7 +57,7 @@ def test_pyproject_run_config_is_the_config_default():
 
 def test_unknown_run_config_key_is_named():
     with pytest.raises(ConfigError, match=r"unknown run-config key\(s\): local-epoch;"):
-        ExperimentConfig.from_run_config({"local-epoch": 3})
+        config_from_run_config({"local-epoch": 3})
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ def test_digit_excluded_by_every_client_is_allowed_and_reported():
 def test_split_is_kept_in_its_normal_spelling(text, normal):
     config = ExperimentConfig(split=text, excluded_digits=())
     assert config.split == normal
-    assert ExperimentConfig.from_run_config(config.to_run_config()) == config
+    assert config_from_run_config(config.to_run_config()) == config
 
 
 @pytest.mark.parametrize(
@@ -167,3 +168,27 @@ def test_data_dir_falls_back_to_environment(monkeypatch):
     assert ExperimentConfig(data_dir="/given").resolved_data_dir() == "/given"
     monkeypatch.chdir("/tmp")
     assert ExperimentConfig(data_dir="rel/mnist").resolved_data_dir() == "/tmp/rel/mnist"
+
+
+def test_exclusions_not_given_are_the_reference_cycled_and_follow_the_clients():
+    five = ExperimentConfig(num_clients=5)
+    assert five.excluded_digits == default_exclusions(5)
+    assert five.replace(num_clients=4).excluded_digits == default_exclusions(4)
+    assert ExperimentConfig().replace(split="iid").replace(split="exclude") == ExperimentConfig()
+    own = ExperimentConfig(excluded_digits=((1,), (2,), (3,)))
+    with pytest.raises(ConfigError, match="given for 3 clients, but there are 4"):
+        own.replace(num_clients=4)  # given exclusions are kept, never silently cycled
+
+
+def test_split_strategy_and_privacy_are_parsed_once_into_frozen_specs():
+    config = ExperimentConfig(
+        split="dirichlet:0.10", strategy="fedprox:mu=0.5", privacy="server:noise=2"
+    )
+    assert (config.split_spec.kind, config.split_spec.value) == ("dirichlet", 0.1)
+    assert config.strategy_spec.parameters == {"mu": 0.5}
+    assert config.privacy_spec.parameters == {"noise": 2.0, "clip": 1.0, "delta": 1e-5}
+    assert (config.split, config.strategy) == ("dirichlet:0.1", "fedprox:mu=0.5")
+    with pytest.raises(AttributeError):
+        config.split_spec.kind = "iid"  # frozen
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
+    assert "split_spec" not in config.to_dict()

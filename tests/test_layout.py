@@ -84,7 +84,8 @@ def test_the_cycle_finder_finds_a_lazy_cycle():
 
 def test_the_graph_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from fedcore.report import tables\n    import fedcore.data.mnist\n")
+    lines = ["def f():", "    from fedcore.report import tables", "    import fedcore.data.mnist"]
+    source.write_text("\n".join(lines) + "\n")
     assert imported_modules(source) == {"fedcore.report.tables", "fedcore.data.mnist"}
 
 

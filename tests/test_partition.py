@@ -13,7 +13,8 @@ from fedcore.data.partition import (
     split_indices,
 )
 from fedcore.data.storage import cache_dir
-from fedcore.experiment.config import ConfigError, ExperimentConfig
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.specs import ConfigError, Split
 from fedcore.report.tables import label_counts
 
 
@@ -79,7 +80,7 @@ TINY_LABELS = torch.from_numpy(np.random.default_rng(0).integers(0, 10, size=100
 def library_labels(split: str, num_partitions: int, seed: int) -> list[list[int]]:
     """What `FederatedDataset(shuffle=True, seed=seed)` with the library's partitioner
     gives each client: the labels, in order."""
-    partitioner = library_partitioner(split, num_partitions, seed)
+    partitioner = library_partitioner(Split.parse(split), num_partitions, seed)
     partitioner.dataset = datasets.Dataset.from_dict({"label": TINY_LABELS.tolist()}).shuffle(
         seed=seed
     )
@@ -91,7 +92,7 @@ def library_labels(split: str, num_partitions: int, seed: int) -> list[list[int]
               "sizes:exponential"],
 )  # fmt: skip
 def test_each_split_equals_the_librarys_partitioner(split):
-    ours = split_indices(TINY_LABELS, split, 5, seed=3)
+    ours = split_indices(TINY_LABELS, Split.parse(split), 5, seed=3)
     assert [TINY_LABELS[part].tolist() for part in ours] == library_labels(split, 5, 3)
     everything = torch.cat(ours)
     assert len(torch.unique(everything)) == len(everything)  # disjoint
@@ -99,29 +100,32 @@ def test_each_split_equals_the_librarys_partitioner(split):
 
 def test_which_client_gets_which_labels():
     def digits(split: str, clients: int = 5) -> list[set[int]]:
-        return [set(TINY_LABELS[p].tolist()) for p in split_indices(TINY_LABELS, split, clients, 3)]
+        return [
+            set(TINY_LABELS[p].tolist())
+            for p in split_indices(TINY_LABELS, Split.parse(split), clients, 3)
+        ]
 
     assert all(len(d) == 2 for d in digits("classes:2"))  # NIID-Bench #C=2
     assert all(len(d) == 1 for d in digits("classes:1"))
     assert set().union(*digits("classes:2", 10)) == set(range(10))  # client i holds digit i
-    shards = split_indices(TINY_LABELS, "shards:2", 5, 3)
+    shards = split_indices(TINY_LABELS, Split.parse("shards:2"), 5, 3)
     assert [len(p) for p in shards] == [200] * 5  # 10 shards of 100 label-sorted images
     assert all(len(d) <= 4 for d in digits("shards:2"))  # 2 shards, each across <= 2 digits
-    sizes = [len(p) for p in split_indices(TINY_LABELS, "sizes:linear", 4, 3)]
+    sizes = [len(p) for p in split_indices(TINY_LABELS, Split.parse("sizes:linear"), 4, 3)]
     assert sizes == [100, 200, 300, 400]  # proportional to 1, 2, 3, 4
     assert all(len(d) == 10 for d in digits("iid"))
     skewed = [max(torch.bincount(TINY_LABELS[p], minlength=10)) / len(p)
-              for p in split_indices(TINY_LABELS, "dirichlet:0.1", 5, 3)]  # fmt: skip
+              for p in split_indices(TINY_LABELS, Split.parse("dirichlet:0.1"), 5, 3)]  # fmt: skip
     assert np.mean(skewed) > 0.4  # each client is dominated by a few digits
 
 
 def test_library_splits_are_seeded_and_kept_on_disk():
-    first = split_indices(TINY_LABELS, "dirichlet:0.5", 4, seed=1)
+    first = split_indices(TINY_LABELS, Split.parse("dirichlet:0.5"), 4, seed=1)
     files = list((cache_dir() / "splits").glob("*.npz"))
     assert files
-    again = split_indices(TINY_LABELS, "dirichlet:0.5", 4, seed=1)  # from the file
+    again = split_indices(TINY_LABELS, Split.parse("dirichlet:0.5"), 4, seed=1)  # from the file
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
-    other = split_indices(TINY_LABELS, "dirichlet:0.5", 4, seed=2)
+    other = split_indices(TINY_LABELS, Split.parse("dirichlet:0.5"), 4, seed=2)
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
 
 
@@ -138,4 +142,4 @@ def test_clients_of_other_splits_miss_the_digits_they_have_no_image_of(small_con
 
 def test_a_split_that_cannot_be_made_says_so():
     with pytest.raises(ConfigError, match="split shards:20 with 100 clients cannot be made"):
-        split_indices(TINY_LABELS, "shards:20", 100, seed=0)
+        split_indices(TINY_LABELS, Split.parse("shards:20"), 100, seed=0)

@@ -5,13 +5,10 @@ import dataclasses
 import pytest
 
 from fedcore.cli.main import build_parser, config_from_args
-from fedcore.experiment.config import (
-    ConfigError,
-    ExperimentConfig,
-    default_exclusions,
-    parse_exclusions,
-)
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.from_text import config_from_run_config
 from fedcore.experiment.settings import SETTINGS, control_range
+from fedcore.experiment.specs import ConfigError, default_exclusions, parse_exclusions
 
 NUMBERS = [s for s in SETTINGS if s.kind in (int, float)]
 
@@ -47,10 +44,10 @@ def test_cli_flags_and_run_config_keys_round_trip_every_setting(mnist_dir):
     )  # fmt: skip
     assert all(getattr(changed, s.name) != s.default for s in SETTINGS)
     with_exclusions = changed.replace(split="exclude", excluded_digits=((1,), (2, 3), (), (9,)))
-    assert ExperimentConfig.from_run_config(with_exclusions.to_run_config()) == with_exclusions
+    assert config_from_run_config(with_exclusions.to_run_config()) == with_exclusions
     run_config = changed.to_run_config()
     assert set(run_config) == {s.key for s in SETTINGS}
-    assert ExperimentConfig.from_run_config(run_config) == changed
+    assert config_from_run_config(run_config) == changed
     argv = ["run"]
     for setting in SETTINGS:
         argv += [setting.flag, str(run_config[setting.key])]

@@ -8,7 +8,9 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedcore.experiment.config import STRATEGIES, ConfigError, ExperimentConfig
+from fedcore.experiment.config import ExperimentConfig
+
+from fedcore.experiment.specs import STRATEGIES, ConfigError
 from fedcore.flower.strategies import RecordingStrategy, RunLog, flower_strategy
 from fedcore.learning.evaluation import digit_accuracy
 from fedcore.learning.models import build_model

@@ -12,8 +12,10 @@ import uuid
 import pytest
 
 from fedcore.deploy.processes import processes_with_env, stop_processes
-from fedcore.engine.sweep import grid, parse_vary
-from fedcore.experiment.config import ConfigError, ExperimentConfig
+from fedcore.engine.sweep import grid
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.from_text import parse_vary
+from fedcore.experiment.specs import ConfigError
 
 from .conftest import REPO
 

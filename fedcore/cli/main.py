@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedcore.data.storage import atomic_write_text
 from fedcore.engine import PHASES, EngineError, run_experiment
-from fedcore.experiment.config import (
-    ConfigError,
-    ExperimentConfig,
-    default_exclusions,
-    format_digits,
-    parse_exclusions,
-)
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.from_text import parse_value
 from fedcore.experiment.progress import Progress
 from fedcore.experiment.results import ExperimentResult, ResultsError
-from fedcore.experiment.settings import SETTINGS
+from fedcore.experiment.settings import SETTINGS, Setting
+from fedcore.experiment.specs import ConfigError
+from fedcore.report.labels import percent
+from fedcore.report.text import format_table
 
 DEFAULTS = ExperimentConfig()
 
@@ -84,27 +83,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
     """The experiment settings as flags (from `fedcore.experiment.settings`), shared by the CLI
-    and the app's `-- --flags`."""
+    and the app's `-- --flags`; each flag's text is read by `from_text.parse_value`."""
     for setting in SETTINGS:
-        default = getattr(DEFAULTS, setting.name)
-        if setting.name == "excluded_digits":
-            default = None  # the reference, cycled to the number of clients
+        default = None if setting.name == "excluded_digits" else getattr(DEFAULTS, setting.name)
         parser.add_argument(
             setting.flag,
-            type=setting.kind,
-            default=default,
+            type=_reader(setting),
+            default=default,  # exclusions: None, the reference cycled to the clients
             metavar=setting.dest.upper(),
             help=f"{setting.help}{setting.describe_range()}",
         )
 
 
+def _reader(setting: Setting) -> Callable[[str], Any]:
+    def read(text: str) -> Any:
+        try:
+            return parse_value(setting, text)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    read.__name__ = setting.kind.__name__  # argparse names the type in its messages
+    return read
+
+
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    values = {s.name: getattr(args, s.dest) for s in SETTINGS}
-    exclude = values["excluded_digits"]
-    values["excluded_digits"] = (
-        parse_exclusions(exclude) if exclude is not None else default_exclusions(args.clients)
-    )
-    return ExperimentConfig(**values)
+    return ExperimentConfig(**{s.name: getattr(args, s.dest) for s in SETTINGS})
 
 
 @dataclass(frozen=True)
@@ -133,50 +136,7 @@ def settings_from_cli(values: Mapping[str, object]) -> CliSettings:
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:5.1f}%"
-
-
-def format_table(result: ExperimentResult) -> str:
-    """A short text table: one row per model, one column per test set."""
-    subsets = result.subsets
-    widths = [max(10, len(s) + 4) for s in subsets]
-    header = f"{'model':<24}{'train':>7}{'full':>8}{'own missing':>13}" + "".join(
-        f"{'[' + s + ']':>{w}}" for s, w in zip(subsets, widths, strict=True)
-    )
-    lines = [header, "-" * len(header)]
-
-    def row(name: str, size: object, accuracy: float, own: float | None, scores: dict) -> None:
-        lines.append(
-            f"{name:<24}{size!s:>7}{_pct(accuracy):>8}{_pct(own):>13}"
-            + "".join(f"{_pct(scores.get(s)):>{w}}" for s, w in zip(subsets, widths, strict=True))
-        )
-
-    for c in result.isolated or []:
-        row(f"isolated {c.client} (-{format_digits(c.excluded) or 'none'})"[:23], c.train_size,
-            c.accuracy, c.missing_accuracy, c.subset_accuracy)  # fmt: skip
-    if result.isolated:
-        mean = sum(c.accuracy for c in result.isolated) / len(result.isolated)
-        lines.append(f"{'isolated (mean)':<24}{'':>7}{_pct(mean):>8}")
-    federated = result.federated
-    if federated is not None:
-        row("federated (global)", "", federated.accuracy, None, federated.subset_accuracy)
-    if result.centralized is not None:
-        c = result.centralized
-        row("centralized (pooled)", c.train_size, c.accuracy, None, c.subset_accuracy)
-    config = result.config
-    if federated is not None:
-        rounds = ", ".join(f"{h.round}: {_pct(h.accuracy).strip()}" for h in federated.history)
-        lines.append(f"global accuracy per round: {rounds}")
-        reached = federated.rounds_to_target
-        lines.append(
-            f"rounds to {config.target_accuracy:g}%: "
-            + (str(reached) if reached is not None else f"not reached in {config.num_rounds}")
-        )
-        lines += [f"failure: {failure}" for failure in federated.failures]
-    timing = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.timings.items())
-    lines.append(f"config: {config.summary()}")
-    lines.append(f"time: {timing}")
-    return "\n".join(lines)
+    return percent(value, width=5)  # as in the terminal table (`fedcore.report.text`)
 
 
 def print_progress(kind: str, event: object) -> None:
@@ -250,7 +210,8 @@ class SweepProgress:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     from fedcore.engine import Engine
-    from fedcore.engine.sweep import grid, parse_vary, run_sweep
+    from fedcore.engine.sweep import grid, run_sweep
+    from fedcore.experiment.from_text import parse_vary
 
     try:
         cells = grid(config_from_args(args), [parse_vary(text) for text in args.vary])

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from fedcore.data.storage import atomic_file, cache_dir
-from fedcore.experiment.config import ConfigError, ExperimentConfig, parse_split
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.specs import ConfigError, Split
 
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
@@ -69,11 +70,11 @@ def iid_shards(num_samples: int, num_partitions: int, seed: int) -> list[torch.T
     return [torch.from_numpy(shard) for shard in np.array_split(permutation, num_partitions)]
 
 
-def library_partitioner(split: str, num_partitions: int, seed: int) -> Partitioner:
+def library_partitioner(split: Split, num_partitions: int, seed: int) -> Partitioner:
     """The flwr-datasets partitioner for a split other than exclude / iid."""
     from flwr_datasets import partitioner as fp  # heavy: only for these splits
 
-    kind, value = parse_split(split)
+    kind, value = split.kind, split.value
     if kind == "dirichlet":
         return fp.DirichletPartitioner(
             num_partitions=num_partitions, partition_by="label", alpha=value, seed=seed
@@ -105,12 +106,12 @@ def library_partitioner(split: str, num_partitions: int, seed: int) -> Partition
 
 
 def library_split(
-    labels: np.ndarray, split: str, num_partitions: int, seed: int
+    labels: np.ndarray, split: Split, num_partitions: int, seed: int
 ) -> list[np.ndarray]:
     """Indices of each partition, as flwr-datasets computes them over the shuffled labels."""
     import datasets
 
-    kind, value = parse_split(split)
+    kind, value = split.kind, split.value
     if kind == "shards" and num_partitions * value > len(labels):
         raise ConfigError(
             f"split {split} with {num_partitions} clients cannot be made: "
@@ -132,7 +133,7 @@ def library_split(
         ) from None
 
 
-def _split_cache_path(labels: np.ndarray, split: str, num_partitions: int, seed: int) -> Path:
+def _split_cache_path(labels: np.ndarray, split: Split, num_partitions: int, seed: int) -> Path:
     key = hashlib.sha256(labels.tobytes())
     key.update(f"{split}|{num_partitions}|{seed}|{version('flwr-datasets')}".encode())
     key.update(Path(__file__).read_bytes())  # how this module asks the library
@@ -140,10 +141,10 @@ def _split_cache_path(labels: np.ndarray, split: str, num_partitions: int, seed:
 
 
 def split_indices(
-    labels: torch.Tensor, split: str, num_partitions: int, seed: int
+    labels: torch.Tensor, split: Split, num_partitions: int, seed: int
 ) -> list[torch.Tensor]:
     """Each client's indices for `split` (before any digit is excluded)."""
-    if parse_split(split)[0] in ("exclude", "iid"):
+    if split.kind in ("exclude", "iid"):
         return iid_shards(len(labels), num_partitions, seed)
     array = labels.numpy()
     path = _split_cache_path(array, split, num_partitions, seed)
@@ -163,7 +164,7 @@ def split_indices(
 
 def partition_clients(labels: torch.Tensor, config: ExperimentConfig) -> list[ClientPartition]:
     """Every client's data; with the exclude split, its excluded digits removed."""
-    shards = split_indices(labels, config.split, config.num_clients, config.seed)
+    shards = split_indices(labels, config.split_spec, config.num_clients, config.seed)
     if config.split_kind != "exclude":
         counts = [torch.bincount(labels[shard], minlength=10) for shard in shards]
         return [

@@ -22,48 +22,12 @@ from typing import Any
 
 from fedcore.data.storage import atomic_write_text
 from fedcore.engine.cache import code_fingerprint
-from fedcore.experiment.config import (
-    ConfigError,
-    ExperimentConfig,
-    default_exclusions,
-    parse_exclusions,
-)
+from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results import ExperimentResult, ResultsError
-from fedcore.experiment.settings import SETTINGS, Setting
+from fedcore.experiment.settings import Setting
+from fedcore.experiment.specs import ConfigError, parse_exclusions
 
 MAX_CELLS = 1000
-
-
-def find_setting(name: str) -> Setting:
-    """A setting by its CLI flag (`local-epochs` or `--epochs`), run-config key or field name."""
-    wanted = name.strip().removeprefix("--")
-    for setting in SETTINGS:
-        spellings = {setting.name, setting.key, setting.flag.removeprefix("--"), setting.dest}
-        if wanted in spellings or wanted.replace("-", "_") in spellings:
-            return setting
-    known = ", ".join(s.key for s in SETTINGS if s.name != "data_dir")
-    raise ConfigError(f"--vary {name}: no such setting (settings: {known})")
-
-
-def parse_vary(text: str) -> tuple[Setting, list[Any]]:
-    """`"local-epochs=1,5"` -> (its setting, [1, 5]). Values are separated by `,`, or
-    by `|` when a value holds commas (`exclude=1,3,7;2,5,8;4,6,9|1;2;3`)."""
-    name, equals, values = text.partition("=")
-    if not equals or not values.strip():
-        raise ConfigError(f"--vary {text!r}: write NAME=VALUE,VALUE,... (e.g. local-epochs=1,5)")
-    setting = find_setting(name)
-    if setting.name == "data_dir":
-        raise ConfigError("--vary data-dir: a sweep runs on one data folder (--data-dir)")
-    items = [v.strip() for v in values.split("|" if "|" in values else ",") if v.strip()]
-    try:
-        parsed = [setting.kind(item) for item in items]
-    except ValueError:
-        raise ConfigError(
-            f"--vary {text!r}: {setting.key} takes {setting.kind.__name__} values"
-        ) from None
-    if len(set(parsed)) < len(parsed):
-        raise ConfigError(f"--vary {text!r}: a value is given twice")
-    return setting, parsed
 
 
 @dataclass(frozen=True)
@@ -98,10 +62,6 @@ def grid(base: ExperimentConfig, varied: Sequence[tuple[Setting, list[Any]]]) ->
         changes = {s.name: value for (s, _), value in zip(varied, combination, strict=True)}
         if "excluded_digits" in changes:
             changes["excluded_digits"] = parse_exclusions(changes["excluded_digits"])
-        elif "num_clients" in changes and base.split_kind == "exclude":
-            changes["excluded_digits"] = default_exclusions(changes["num_clients"])
-        if "split" in changes and changes["split"].partition(":")[0] != "exclude":
-            changes.setdefault("excluded_digits", ())
         try:
             config = base.replace(**changes)
         except ConfigError as error:

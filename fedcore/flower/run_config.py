@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.from_text import config_from_run_config
 
 # Where `flwr run .` writes results; an output location, not an experiment setting.
 RESULTS_DIR_KEY = "results-dir"
@@ -15,7 +16,7 @@ DEFAULT_RESULTS_DIR = "results"
 
 def experiment_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
     """The experiment settings in a run config; a mistyped key raises `ConfigError`."""
-    return ExperimentConfig.from_run_config(
+    return config_from_run_config(
         {key: value for key, value in run_config.items() if key != RESULTS_DIR_KEY}
     )
 

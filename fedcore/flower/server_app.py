@@ -12,9 +12,9 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from fedcore.data.mnist import DataError
-from fedcore.experiment.config import ConfigError
 from fedcore.experiment.progress import FederatedRunError, Progress
 from fedcore.experiment.results import ExperimentResult
+from fedcore.experiment.specs import ConfigError
 from fedcore.flower.rounds import run_federated
 from fedcore.flower.run_config import experiment_config, results_dir
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedcore.experiment.config import format_digits
+from fedcore.experiment.specs import format_digits
 from fedcore.learning.fast_path import use_one_thread
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from fedcore.report.tables import (
+from fedcore.report.labels import (
     ALL_DIGITS,
     CENTRALIZED,
     FEDERATED,

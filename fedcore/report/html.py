@@ -12,10 +12,13 @@ import html
 from collections.abc import Sequence
 
 import altair as alt
+import pandas as pd
 
 from fedcore.experiment.results import ExperimentResult
-from fedcore.report import charts, tables
+from fedcore.experiment.specs import format_digits
+from fedcore.report import charts, labels, tables
 from fedcore.report.figures import run_charts, to_svg
+from fedcore.report.labels import percent
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
@@ -30,14 +33,10 @@ figure { margin: 1rem 0; } figcaption { color: #6b7280; font-size: 0.9rem; }
 """
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
 def _cell(value: float | None, missing: bool = False) -> str:
     exact = "" if value is None else f' data-value="{value!r}"'
     css = ' class="missing"' if missing else ""
-    return f"<td{exact}{css}>{_pct(value)}</td>"
+    return f"<td{exact}{css}>{percent(value)}</td>"
 
 
 def _figure(name: str, chart: alt.TopLevelMixin) -> str:
@@ -46,29 +45,28 @@ def _figure(name: str, chart: alt.TopLevelMixin) -> str:
 
 
 def accuracy_table(result: ExperimentResult) -> str:
-    """Every model on every test set; a model's own missing digits in red."""
-    subsets = result.subsets
-    head = "".join(f"<th>digits {html.escape(s)}</th>" for s in subsets)
+    """Every model on every test set (`tables.accuracy_table`, the isolated models' mean
+    left out); a model's own missing digits in red."""
+    return accuracy_table_html(tables.accuracy_table(result))
+
+
+def accuracy_table_html(table: pd.DataFrame) -> str:
+    """An `accuracy_table` as HTML: each row's `data-model` is its `key`, each accuracy
+    carries its exact value; the isolated models' mean is left out."""
+    subsets = tables.subset_columns(table)
+    head = "".join(f"<th>{html.escape(labels.subset_name(s))}</th>" for s in subsets)
     rows = []
-    for c in result.isolated or []:
-        own = ",".join(map(str, sorted(c.excluded)))
-        cells = "".join(_cell(c.subset_accuracy.get(s), s == own) for s in subsets)
+    for row in table.to_dict("records"):
+        if row["key"] == labels.ISOLATED_MEAN_KEY:
+            continue
+        own = None if row["excluded"] is None else format_digits(sorted(row["excluded"]))
+        cells = "".join(_cell(row[labels.subset_name(s)], s == own) for s in subsets)
         rows.append(
-            f'<tr data-model="client {c.client}"><td>Client {c.client} alone</td>'
-            f"{_cell(c.accuracy)}{cells}</tr>"
+            f'<tr data-model="{html.escape(row["key"])}"><td>{html.escape(row["model"])}</td>'
+            f"{_cell(row[labels.ALL_DIGITS])}{cells}</tr>"
         )
-    if result.federated is not None:
-        f = result.federated
-        cells = "".join(_cell(f.subset_accuracy[s]) for s in subsets)
-        rows.append(f'<tr data-model="federated"><td>Federated</td>{_cell(f.accuracy)}{cells}</tr>')
-    if result.centralized is not None:
-        c = result.centralized
-        cells = "".join(_cell(c.subset_accuracy.get(s)) for s in subsets)
-        rows.append(
-            f'<tr data-model="centralized"><td>Centralized (all data pooled)</td>'
-            f"{_cell(c.accuracy)}{cells}</tr>"
-        )
-    return f"<table><tr><th>model</th><th>all digits</th>{head}</tr>{''.join(rows)}</table>"
+    head = f"<tr><th>model</th><th>{labels.ALL_DIGITS}</th>{head}</tr>"
+    return f"<table>{head}{''.join(rows)}</table>"
 
 
 def _story(result: ExperimentResult) -> str:
@@ -92,16 +90,16 @@ def _story(result: ExperimentResult) -> str:
     ]
     if isolated:
         lines = "".join(
-            f"<li><b>Client {c.client}</b> "
+            f"<li><b>{labels.client_name(c.client)}</b> "
             f"(never saw {', '.join(map(str, c.excluded)) or 'nothing'}): "
-            f"{_pct(c.accuracy)} on all test digits"
-            + (f", <b>{_pct(c.missing_accuracy)}</b> on its missing digits" if c.excluded else "")
+            f"{percent(c.accuracy)} on all test digits"
+            + (f", <b>{percent(c.missing_accuracy)}</b> on its missing digits" * bool(c.excluded))
             + "</li>"
             for c in isolated
         )
         parts.append(f"<h3>Each client alone</h3><ul>{lines}</ul>")
     if federated is not None:
-        rounds = ", ".join(_pct(h.accuracy) for h in federated.history)
+        rounds = ", ".join(percent(h.accuracy) for h in federated.history)
         parts.append(
             "<h3>Together, with Flower</h3>"
             f"<p>The ServerApp averaged the clients' weights (FedAvg, weighted by number of "

@@ -9,7 +9,7 @@ import torch
 
 from fedcore.data.mnist import MnistData
 from fedcore.data.partition import ClientPartition, client_label_counts
-from fedcore.experiment.config import ExperimentConfig, format_digits
+from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results import (
     CentralizedResult,
     ClientResult,
@@ -18,24 +18,29 @@ from fedcore.experiment.results import (
     RoundResult,
 )
 from fedcore.experiment.settings import BY_NAME, SETTINGS
-
-FEDERATED = "Federated"
-ALL_DIGITS = "all digits"
-TRAINED_ALONE = "trained alone"
-TRAINED_TOGETHER = "trained together (FedAvg)"
-# the lab's accuracy-per-round chart: the federated line and its reference lines
-CENTRALIZED = "Centralized (all data pooled)"
-ISOLATED_MEAN = "Isolated (mean)"
-TARGET = "Target"
-
-
-def client_name(client: int) -> str:
-    return f"Client {client}"
-
-
-def subset_name(digits: str) -> str:
-    """`"1,3,7"` -> `"digits 1,3,7"`, as the test sets are labelled in charts."""
-    return f"digits {digits}"
+from fedcore.experiment.specs import format_digits
+from fedcore.report.labels import (  # the labels, also read from here (`tables.FEDERATED`)
+    ALL_DIGITS,
+    CENTRALIZED,
+    CENTRALIZED_KEY,
+    FEDERATED,
+    FEDERATED_KEY,
+    ISOLATED_MEAN,
+    ISOLATED_MEAN_KEY,
+    OWN_MISSING,
+    RECEIVED,
+    SENT,
+    TARGET,
+    TRAIN_SIZE,
+    TRAINED_ALONE,
+    TRAINED_TOGETHER,
+    client_alone,
+    client_key,
+    client_name,
+    percent,
+    subset_digits,
+    subset_name,
+)
 
 
 def label_counts_table(
@@ -219,7 +224,7 @@ def story_spans(story: pd.DataFrame) -> tuple[str, str]:
     words: `("0%", "94% to 97%")`."""
 
     def span(values: pd.Series) -> str:
-        low, high = f"{values.min():.0%}", f"{values.max():.0%}"
+        low, high = percent(values.min(), digits=0), percent(values.max(), digits=0)
         return low if low == high else f"{low} to {high}"
 
     return (
@@ -245,6 +250,69 @@ def story(isolated: Sequence[ClientResult], federated: FederatedResult) -> pd.Da
             }
         )
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------ the accuracy table
+# One table, several renderers: the terminal (`report.text.format_table`), the HTML
+# report (`report.html.accuracy_table`) and the page (`accuracy_display`).
+
+MODEL_IDS = ["key", "model", "client", "excluded"]
+
+
+def accuracy_table(result: ExperimentResult) -> pd.DataFrame:
+    """Every model on every test set, one row per model: each client's isolated model,
+    the isolated models' mean, the federated model, the centralized baseline (those
+    the results have, in that order).
+
+    Columns: `key` (a stable id: `"client 1"`, `"isolated mean"`, `"federated"`,
+    `"centralized"`), `model` (its name to read, `"Client 1 alone"`), `client` and
+    `excluded` (an isolated model's client and the digits it lacks, as a tuple; None
+    for the others), `train images` (None for the federated model and the mean),
+    `all digits`, `own missing digits` (an isolated model on the digits its client
+    lacks; None otherwise), then one column per missing-digit subset
+    (`"digits 1,3,7"`, in `result.subsets` order; `subset_columns`). Accuracies are
+    fractions, None where not measured, and stay the results' own Python numbers
+    (dtype object), so renderers can show them exactly.
+    """
+    subsets = result.subsets
+    rows = []
+
+    def add(key, model, client, excluded, size, accuracy, own, scores: dict) -> None:
+        rows.append([key, model, client, excluded, size, accuracy, own]
+                    + [scores.get(s) for s in subsets])  # fmt: skip
+
+    for c in result.isolated or []:
+        add(client_key(c.client), client_alone(c.client), c.client, tuple(c.excluded),
+            c.train_size, c.accuracy, c.missing_accuracy, c.subset_accuracy)  # fmt: skip
+    if result.isolated:
+        mean = sum(c.accuracy for c in result.isolated) / len(result.isolated)
+        add(ISOLATED_MEAN_KEY, ISOLATED_MEAN, None, None, None, mean, None, {})
+    if (f := result.federated) is not None:
+        add(FEDERATED_KEY, FEDERATED, None, None, None, f.accuracy, None, f.subset_accuracy)
+    if (c := result.centralized) is not None:
+        add(CENTRALIZED_KEY, CENTRALIZED, None, None, c.train_size, c.accuracy, None,
+            c.subset_accuracy)  # fmt: skip
+    columns = [*MODEL_IDS, TRAIN_SIZE, ALL_DIGITS, OWN_MISSING, *map(subset_name, subsets)]
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def subset_columns(table: pd.DataFrame) -> list[str]:
+    """The missing-digit subsets (`"1,3,7"`) of an `accuracy_table`, in its column order."""
+    columns = list(table.columns)
+    return [subset_digits(c) for c in columns[columns.index(OWN_MISSING) + 1 :]]
+
+
+def accuracy_display(table: pd.DataFrame, as_text: bool = False) -> pd.DataFrame:
+    """An `accuracy_table` as a page shows it: the model's name, its training images and
+    its accuracies (the ids left out); `as_text`: accuracies as `"95.8%"` and `"-"`
+    where not measured, sizes as text, `""` where none."""
+    shown = table.drop(columns=[c for c in MODEL_IDS if c != "model"])
+    if as_text:
+        accuracies = [c for c in shown.columns if c not in ("model", TRAIN_SIZE)]
+        shown[TRAIN_SIZE] = ["" if v is None else str(v) for v in shown[TRAIN_SIZE]]
+        for column in accuracies:
+            shown[column] = [percent(v) for v in shown[column]]
+    return shown.reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ the lab
@@ -297,18 +365,16 @@ def reference_lines(result: ExperimentResult) -> pd.DataFrame:
     rows = []
     if result.centralized is not None:
         accuracy = result.centralized.accuracy
-        rows.append((CENTRALIZED, accuracy, f"centralized {accuracy:.1%}", False))
+        rows.append((CENTRALIZED, accuracy, f"centralized {percent(accuracy)}", False))
     if result.isolated:
         accuracy = sum(c.accuracy for c in result.isolated) / len(result.isolated)
-        rows.append((ISOLATED_MEAN, accuracy, f"isolated, mean {accuracy:.1%}", False))
+        rows.append((ISOLATED_MEAN, accuracy, f"isolated, mean {percent(accuracy)}", False))
     target = result.config.target_accuracy
     rows.append((TARGET, target / 100, f"target {target:g}%", True))
     return pd.DataFrame(rows, columns=["model", "accuracy", "label", "dashed"])
 
 
 MEGABYTE = 1_000_000
-SENT = "sent to clients"
-RECEIVED = "received from clients"
 
 
 def digit_rounds(rounds: Sequence[RoundResult]) -> pd.DataFrame:
@@ -411,23 +477,32 @@ def lab_summary(result: ExperimentResult) -> pd.DataFrame:
     config, rows = result.config, []
 
     def add(measure: str, value: float | None, text: str | None = None) -> None:
-        rows.append({"measure": measure, "value": value, "text": text or f"{value:.1%}"})
+        rows.append({"measure": measure, "value": value, "text": text or percent(value)})
 
+    models = accuracy_table(result)
+    by_key = {row["key"]: row for row in models.to_dict("records")}
     if result.centralized is not None:
-        c = result.centralized
-        add(f"Centralized baseline (all data pooled, {c.epochs} epochs)", c.accuracy)
+        epochs = result.centralized.epochs
+        add(
+            f"Centralized baseline (all data pooled, {epochs} epochs)",
+            by_key[CENTRALIZED_KEY][ALL_DIGITS],
+        )
     if result.isolated:
-        scores = [(r.accuracy, r.client) for r in result.isolated]
-        add(f"Isolated models, mean of {len(scores)}", sum(a for a, _ in scores) / len(scores))
+        scores = [
+            (row[ALL_DIGITS], row["client"]) for row in by_key.values() if row["client"] is not None
+        ]
+        add(f"Isolated models, mean of {len(scores)}", by_key[ISOLATED_MEAN_KEY][ALL_DIGITS])
         low, high = min(scores), max(scores)
         add(f"Isolated models, lowest (client {low[1]})", low[0])
         add(f"Isolated models, highest (client {high[1]})", high[0])
     federated = result.federated
     if federated is not None:
         rule = "FedAvg" if config.strategy == "fedavg" else config.strategy
-        add(f"Federated ({rule}), after {config.num_rounds} rounds", federated.accuracy)
-        if federated.subset_accuracy:
-            digits, accuracy = min(federated.subset_accuracy.items(), key=lambda kv: kv[1])
+        row = by_key[FEDERATED_KEY]
+        add(f"Federated ({rule}), after {config.num_rounds} rounds", row[ALL_DIGITS])
+        subsets = [(digits, row[subset_name(digits)]) for digits in subset_columns(models)]
+        if subsets:
+            digits, accuracy = min(subsets, key=lambda kv: kv[1])
             add(f"Federated, worst missing-digit subset ({subset_name(digits)})", accuracy)
         else:
             add("Federated, worst missing-digit subset", None, "no client lacks a digit")

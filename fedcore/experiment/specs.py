@@ -1,0 +1,251 @@
+"""The settings written as text, parsed once where they enter: exclusions, the split,
+the strategy and the privacy.
+
+`ExperimentConfig` keeps the normal spelling of each (`"dirichlet:0.1"`, what
+JSON, the CLI and Flower's run config carry) and the parsed, frozen object
+beside it (`config.split_spec`, `config.strategy_spec`, `config.privacy_spec`):
+code downstream reads `spec.kind`, `spec.value`, `spec.parameters`, never the
+text again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fedcore.experiment.settings import BY_NAME
+
+
+class ConfigError(ValueError):
+    """A setting a user gave is out of range or of the wrong type."""
+
+
+# ---------------------------------------------------------------- exclusions
+
+
+def format_digits(digits: Sequence[int]) -> str:
+    """`(1, 3, 7)` -> `"1,3,7"`: the name of a missing-digit subset everywhere."""
+    return ",".join(str(d) for d in digits)
+
+
+def format_exclusions(exclusions: Sequence[Sequence[int]]) -> str:
+    """`((1, 3, 7), (2, 5, 8))` -> `"1,3,7;2,5,8"`, the form the CLI and Flower use."""
+    return ";".join(format_digits(digits) for digits in exclusions)
+
+
+def parse_exclusions(text: str) -> tuple[tuple[int, ...], ...]:
+    """Parse `"1,3,7;2,5,8;4,6,9"`: one group per client, `;` between clients.
+
+    An empty group (`"1,3,7;;4,6,9"`) is a client that excludes nothing; an empty
+    text is no exclusions at all (splits other than exclude).
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f"exclude must be a string like '1,3,7;2,5,8;4,6,9', got {text!r}")
+    if not text.strip():
+        return ()
+    groups = []
+    for number, group in enumerate(text.split(";"), start=1):
+        digits = []
+        for item in group.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if not item.isdigit() or len(item) != 1:
+                raise ConfigError(
+                    f"exclude: client {number} has {item!r}, which is not a digit 0-9 "
+                    "(write digits separated by ',' and clients separated by ';', "
+                    "e.g. '1,3,7;2,5,8;4,6,9')"
+                )
+            digits.append(int(item))
+        groups.append(tuple(digits))
+    return tuple(groups)
+
+
+REFERENCE_EXCLUSIONS: tuple[tuple[int, ...], ...] = parse_exclusions(
+    str(BY_NAME["excluded_digits"].default)
+)
+
+
+def default_exclusions(num_clients: int) -> tuple[tuple[int, ...], ...]:
+    """Reference exclusions, cycled so that any client count gets a skewed split: what
+    the exclude split means when no exclusions are given."""
+    return tuple(REFERENCE_EXCLUSIONS[i % len(REFERENCE_EXCLUSIONS)] for i in range(num_clients))
+
+
+# --------------------------------------------------------------------- split
+
+# split kind -> (its parameter's type, default, what it means); None: no parameter
+SPLITS: dict[str, tuple[type, object, str] | None] = {
+    "exclude": None,
+    "iid": None,
+    "dirichlet": (float, 0.5, "alpha, > 0 (small: each client holds few digits)"),
+    "classes": (int, 2, "digits per client, 1-10"),
+    "shards": (int, 2, "label-sorted shards per client, >= 1"),
+    "sizes": (
+        str,
+        "linear",
+        "how sizes grow with the client number: linear, square or exponential",
+    ),
+}
+SIZE_LAWS = ("linear", "square", "exponential")
+
+
+@dataclass(frozen=True)
+class Split:
+    """How the training set is split: a kind and its one parameter (None: it has none).
+
+    Example
+    -------
+    >>> Split.parse("dirichlet:0.1")
+    Split(kind='dirichlet', value=0.1)
+    >>> str(Split.parse("shards"))
+    'shards:2'
+    """
+
+    kind: str
+    value: Any = None
+
+    @classmethod
+    def parse(cls, text: str) -> Split:
+        """`"dirichlet:0.1"` -> `Split("dirichlet", 0.1)`; a parameter left out takes its
+        default; anything else is a `ConfigError` that says what the parameter is."""
+        if not isinstance(text, str):
+            raise ConfigError(f"split must be text like 'dirichlet:0.1', got {text!r}")
+        kind, _, given = text.strip().partition(":")
+        kind = kind.strip().lower()
+        known = ", ".join(
+            name if spec is None else f"{name}:{spec[1]}" for name, spec in SPLITS.items()
+        )
+        if kind not in SPLITS:
+            raise ConfigError(f"split {text!r}: unknown kind {kind!r} (known: {known})")
+        spec = SPLITS[kind]
+        if spec is None:
+            if given.strip():
+                raise ConfigError(f"split {text!r}: {kind} takes no parameter")
+            return cls(kind)
+        kind_type, default, meaning = spec
+        if not given.strip():
+            return cls(kind, default)
+        try:
+            value = kind_type(given.strip())
+        except ValueError:
+            raise ConfigError(f"split {text!r}: the parameter is {meaning}") from None
+        bad = (
+            (kind == "dirichlet" and not 0 < value < float("inf"))
+            or (kind == "classes" and not 1 <= value <= 10)
+            or (kind == "shards" and value < 1)
+            or (kind == "sizes" and value not in SIZE_LAWS)
+        )
+        if bad:
+            raise ConfigError(f"split {text!r}: the parameter is {meaning}")
+        return cls(kind, value)
+
+    def __str__(self) -> str:
+        """The normal spelling: `"dirichlet:0.1"`, `"exclude"`."""
+        if self.value is None:
+            return self.kind
+        return (
+            f"{self.kind}:{self.value:g}"
+            if self.kind == "dirichlet"
+            else f"{self.kind}:{self.value}"
+        )
+
+
+# ------------------------------------------------------ strategy and privacy
+
+# strategy -> its parameters and their defaults: Flower's, except where Flower's
+# default makes the strategy FedAvg itself (FedProx mu 0, FedAvgM momentum 0)
+STRATEGIES: dict[str, dict[str, float]] = {
+    "fedavg": {},
+    "fedprox": {"mu": 0.1},
+    "fedavgm": {"lr": 1.0, "momentum": 0.9},
+    "fedadam": {"eta": 0.1, "tau": 0.001},
+    "fedyogi": {"eta": 0.01, "tau": 0.001},
+    "fedadagrad": {"eta": 0.1, "tau": 0.001},
+    "fedmedian": {},
+    "fedtrimmedavg": {"beta": 0.2},
+    "krum": {"f": 0},
+    "multikrum": {"f": 0, "m": 1},
+}
+PRIVACY: dict[str, dict[str, float]] = {
+    "off": {},
+    "server": {"noise": 1.0, "clip": 1.0, "delta": 1e-5},
+    "client": {"noise": 1.0, "clip": 1.0, "delta": 1e-5},
+}
+WHOLE_PARAMETERS = ("f", "m")  # counts of clients
+# a parameter -> (is it allowed, what it must be)
+PARAMETER_RULES: dict[str, tuple[Any, str]] = {
+    "mu": (lambda v: v >= 0, ">= 0"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "eta": (lambda v: v > 0, "> 0"),
+    "tau": (lambda v: v > 0, "> 0"),
+    "beta": (lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
+    "f": (lambda v: v >= 0, "a count >= 0"),
+    "m": (lambda v: v >= 1, "a count >= 1"),
+    "noise": (lambda v: v > 0, "> 0"),
+    "clip": (lambda v: v > 0, "> 0"),
+    "delta": (lambda v: 0 < v < 1, "in (0, 1)"),
+}
+
+
+def parse_spec(
+    text: str, table: Mapping[str, Mapping[str, float]], what: str
+) -> tuple[str, dict[str, float]]:
+    """`"fedprox:mu=0.5"` -> `("fedprox", {"mu": 0.5})`; parameters left out take
+    the table's defaults, unknown names and bad values are errors that say so."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{what} must be text like {next(iter(table))!r}, got {text!r}")
+    name, _, given = text.strip().partition(":")
+    name = name.strip().lower()
+    if name not in table:
+        raise ConfigError(f"{what} {text!r}: unknown {what} {name!r} (known: {', '.join(table)})")
+    values = dict(table[name])
+    for item in filter(None, (part.strip() for part in given.split(","))):
+        key, equals, raw = item.partition("=")
+        key = key.strip()
+        if key not in values or not equals:
+            known = ", ".join(f"{k}=..." for k in values) or "no parameters"
+            raise ConfigError(f"{what} {text!r}: {name} takes {known}")
+        rule, meaning = PARAMETER_RULES[key]
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{what} {text!r}: {key} must be a number {meaning}") from None
+        if key in WHOLE_PARAMETERS and value != int(value) or not rule(value):
+            raise ConfigError(f"{what} {text!r}: {key} must be {meaning}, got {raw.strip()}")
+        values[key] = int(value) if key in WHOLE_PARAMETERS else value
+    return name, values
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A name and its parameters, all given (a strategy: `fedprox` with `mu`; a privacy
+    setting: `server` with `noise`, `clip`, `delta`)."""
+
+    name: str
+    items: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def parameters(self) -> dict[str, float]:
+        return dict(self.items)
+
+    def __str__(self) -> str:
+        """The normal spelling, every parameter written: `"fedprox:mu=0.1"`."""
+        return self.name + (
+            ":" + ",".join(f"{k}={v:g}" for k, v in self.items) if self.items else ""
+        )
+
+
+def parse_strategy(text: str) -> Spec:
+    """`"fedprox:mu=0.5"` -> `Spec("fedprox", (("mu", 0.5),))`."""
+    name, values = parse_spec(text, STRATEGIES, "strategy")
+    return Spec(name, tuple(values.items()))
+
+
+def parse_privacy(text: str) -> Spec:
+    """`"server:noise=0.5"` -> `Spec("server", (("noise", 0.5), ("clip", 1.0), ("delta", 1e-5)))`:
+    parameters left out take their defaults."""
+    name, values = parse_spec(text, PRIVACY, "privacy")
+    return Spec(name, tuple(values.items()))

@@ -1,0 +1,98 @@
+"""A run's results as plain text: the terminal table of `python -m fedcore run`, and
+markdown for the page, both rendered from the tables of `fedcore.report.tables`."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from fedcore.experiment.results import ExperimentResult
+from fedcore.report import labels, tables
+from fedcore.report.labels import percent
+
+NAME_WIDTH = 24  # the model column; a name is cut to one less, so a space always follows
+
+
+def _pct(value: float | None) -> str:
+    return percent(value, width=5)  # " 95.8%": the terminal's columns line up
+
+
+def accuracy_text(table: pd.DataFrame) -> list[str]:
+    """The lines of an `accuracy_table` in the terminal: one row per model, one column
+    per test set (the isolated models' mean: its accuracy on all digits only)."""
+    subsets = tables.subset_columns(table)
+    widths = [max(10, len(s) + 4) for s in subsets]
+    header = (
+        f"{labels.TEXT_MODEL:<{NAME_WIDTH}}{labels.TEXT_TRAIN:>7}{labels.TEXT_FULL:>8}"
+        f"{labels.TEXT_OWN_MISSING:>13}"
+        + "".join(f"{'[' + s + ']':>{w}}" for s, w in zip(subsets, widths, strict=True))
+    )
+    lines = [header, "-" * len(header)]
+    names = {
+        labels.ISOLATED_MEAN_KEY: labels.TEXT_ISOLATED_MEAN,
+        labels.FEDERATED_KEY: labels.TEXT_FEDERATED,
+        labels.CENTRALIZED_KEY: labels.TEXT_CENTRALIZED,
+    }
+    for row in table.to_dict("records"):
+        if row["key"] == labels.ISOLATED_MEAN_KEY:
+            name = names[row["key"]]
+            lines.append(f"{name:<{NAME_WIDTH}}{'':>7}{_pct(row[labels.ALL_DIGITS]):>8}")
+            continue
+        if row["client"] is not None:
+            name = labels.text_isolated(row["client"], row["excluded"])[: NAME_WIDTH - 1]
+        else:
+            name = names[row["key"]]
+        size = "" if row[labels.TRAIN_SIZE] is None else row[labels.TRAIN_SIZE]
+        lines.append(
+            f"{name:<{NAME_WIDTH}}{size!s:>7}{_pct(row[labels.ALL_DIGITS]):>8}"
+            f"{_pct(row[labels.OWN_MISSING]):>13}"
+            + "".join(
+                f"{_pct(row[labels.subset_name(s)]):>{w}}"
+                for s, w in zip(subsets, widths, strict=True)
+            )
+        )
+    return lines
+
+
+def format_table(result: ExperimentResult) -> str:
+    """A short text table: one row per model, one column per test set; then the
+    federated model's rounds, the settings and the time taken."""
+    lines = accuracy_text(tables.accuracy_table(result))
+    config, federated = result.config, result.federated
+    if federated is not None:
+        rounds = ", ".join(f"{h.round}: {percent(h.accuracy)}" for h in federated.history)
+        lines.append(f"global accuracy per round: {rounds}")
+        reached = federated.rounds_to_target
+        lines.append(
+            f"rounds to {config.target_accuracy:g}%: "
+            + (str(reached) if reached is not None else f"not reached in {config.num_rounds}")
+        )
+        lines += [f"failure: {failure}" for failure in federated.failures]
+    timing = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.timings.items())
+    lines.append(f"config: {config.summary()}")
+    lines.append(f"time: {timing}")
+    return "\n".join(lines)
+
+
+def markdown_table(rows: pd.DataFrame, columns: dict[str, str], bold: str = "") -> str:
+    """A table as markdown: `columns` maps a column of `rows` to its heading (the
+    first left-aligned, the others right-aligned); `bold`: a column written in bold."""
+    names = list(columns)
+    head = "| " + " | ".join(columns.values()) + " |"
+    rule = "| :--- |" + "".join(" ---: |" for _ in names[1:])
+    body = [
+        "| " + " | ".join(f"**{row[c]}**" if c == bold else str(row[c]) for c in names) + " |"
+        for row in rows.to_dict("records")
+    ]
+    return "\n".join([head, rule, *body])
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """`tables.lab_summary` as the page's markdown: `| model or measure | result |`,
+    the results in bold."""
+    return markdown_table(summary, {"measure": "model or measure", "text": "result"}, bold="text")
+
+
+def accuracy_markdown(table: pd.DataFrame) -> str:
+    """An `accuracy_table` as markdown, accuracies as `"95.8%"` (`"-"`: not measured)."""
+    shown = tables.accuracy_display(table, as_text=True)
+    return markdown_table(shown, {column: column for column in shown.columns})

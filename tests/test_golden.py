@@ -1,0 +1,73 @@
+"""The numbers of today's runs equal those written by main before the package move
+(issue 18; `tests/data/README.md` says how they were made): accuracies, losses,
+confusion matrices and histories, everything but timings."""
+
+import json
+from pathlib import Path
+
+from fedcore.cli.main import build_parser, config_from_args
+from fedcore.engine.sweep import grid, row
+from fedcore.experiment.from_text import parse_vary
+from fedcore.experiment.results import ExperimentResult
+
+DATA = Path(__file__).parent / "data"
+
+
+def without_timings(value):
+    """A results dict with every timing removed (they differ from run to run)."""
+    if isinstance(value, dict):
+        return {
+            k: without_timings(v) for k, v in value.items() if k not in ("timings", "wall_seconds")
+        }
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def comparable(result: ExperimentResult) -> dict:
+    data = without_timings(result.to_dict())
+    data["config"].pop("data_dir")
+    return data
+
+
+def golden(name: str) -> dict:
+    data = without_timings(json.loads((DATA / name).read_text()))
+    for entry in [data, *data.get("cells", [])]:
+        entry.get("config", {}).pop("data_dir", None)
+    return data
+
+
+def run(engine, flags, phase="all"):
+    config = config_from_args(build_parser().parse_args(["run", *flags]))
+    return engine.submit(config, phase, use_cache=False).result()
+
+
+def test_the_reference_run_gives_the_numbers_of_before(engine, mnist_dir):
+    assert comparable(run(engine, ["--data-dir", str(mnist_dir)])) == golden(
+        "golden-reference.json"
+    )
+
+
+def test_a_sampled_lab_run_gives_the_numbers_of_before(engine, mnist_dir):
+    flags = "--split dirichlet:0.1 --clients 5 --fraction 0.6 --rounds 3 --epochs 1 --model 2nn "
+    flags += "--strategy fedprox:mu=0.1 --dropout 0.2 --seed 7"
+    result = run(engine, [*flags.split(), "--data-dir", str(mnist_dir)])
+    assert comparable(result) == golden("golden-lab.json")
+
+
+def test_a_sweep_gives_the_rows_and_numbers_of_before(engine, mnist_dir):
+    base = config_from_args(
+        build_parser().parse_args(["run", "--clients", "4", "--rounds", "2", "--epochs", "1"])
+    ).replace(data_dir=str(mnist_dir))
+    cells = grid(base, [parse_vary("split=iid,classes:2")])
+    results = [run_cell(engine, cell.config) for cell in cells]
+    expected = golden("golden-sweep.json")
+    assert [without_timings(row(c, r)) for c, r in zip(cells, results, strict=True)] == expected[
+        "rows"
+    ]
+    by_split = sorted(results, key=lambda r: r.config.split)  # the file lists them so
+    assert [comparable(r) for r in by_split] == expected["cells"]
+
+
+def run_cell(engine, config):
+    return engine.submit(config, "federated", use_cache=False).result()
