@@ -15,7 +15,7 @@ from flwr.app import Error, Message, Metadata
 from flwr.app.message import make_message
 from flwr.cli.supernode.register import try_load_public_key
 
-from fedcore.deploy.federation import RunHandle
+from fedcore.deploy.federation import DeployedRun
 from fedcore.deploy.pki import make_node_key, make_server_credentials
 from fedcore.flower.client_app import without_local_paths
 from fedcore.flower.rounds import name_the_node
@@ -45,12 +45,12 @@ def test_a_supernode_key_is_what_flower_reads_and_registers(tmp_path):
     assert try_load_public_key(key.public)  # as `flwr supernode register`
 
 
-def finished_run(tmp_path, printed: str) -> RunHandle:
+def finished_run(tmp_path, printed: str) -> DeployedRun:
     process = subprocess.Popen(
         [sys.executable, "-c", f"print({printed!r})"], stdout=subprocess.PIPE, text=True
     )
     now = time.monotonic()
-    return RunHandle(process, tmp_path, now, now + 30)
+    return DeployedRun(process, tmp_path, now, now + 30)
 
 
 def test_a_run_reports_its_own_results_only(tmp_path):
@@ -74,7 +74,7 @@ def test_a_run_past_its_timeout_is_stopped_with_one_line(tmp_path):
         text=True,
     )
     now = time.monotonic()
-    handle = RunHandle(process, tmp_path, now, now + 2)
+    handle = DeployedRun(process, tmp_path, now, now + 2)
     outcome = handle.finish()
     assert process.poll() is not None and time.monotonic() - now < 20
     assert outcome.error == (

@@ -72,7 +72,8 @@ def test_the_fingerprint_covers_the_code_and_the_libraries(tmp_path, monkeypatch
     monkeypatch.setattr(engine_cache, "FEDCORE_ROOT", copy)
     engine_cache.code_fingerprint.cache_clear()
     assert engine_cache.code_fingerprint() == original
-    (copy / "training.py").write_text((copy / "training.py").read_text() + "\n# changed\n")
+    changed_file = copy / "learning" / "train.py"
+    changed_file.write_text(changed_file.read_text() + "\n# changed\n")
     engine_cache.code_fingerprint.cache_clear()
     changed = engine_cache.code_fingerprint()
     monkeypatch.setattr(engine_cache, "version", lambda name: "0.0" if name == "torch" else "1")

@@ -69,6 +69,13 @@ def sweep_command(out, mnist_dir):
     ]  # fmt: skip
 
 
+def sweep_rows(out):
+    try:
+        return json.loads((out / "sweep.json").read_text())["rows"]
+    except (OSError, ValueError):  # not written yet, or being replaced
+        return []
+
+
 def test_sweep_writes_its_table_and_resumes_after_an_interrupt(mnist_dir, tmp_path):
     out = tmp_path / "sweep"
     marker = uuid.uuid4().hex
@@ -79,7 +86,7 @@ def test_sweep_writes_its_table_and_resumes_after_an_interrupt(mnist_dir, tmp_pa
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while not list((out / "cells").glob("*.json")) and time.monotonic() < deadline:
+        while not sweep_rows(out) and time.monotonic() < deadline:  # cell 1 in the table
             time.sleep(0.05)
         (finished,) = list((out / "cells").glob("*.json"))  # cell 1; cell 2 is running
         stamp = finished.stat().st_mtime_ns

@@ -135,10 +135,6 @@ def settings_from_cli(values: Mapping[str, object]) -> CliSettings:
         return CliSettings(ExperimentConfig(), str(error))
 
 
-def _pct(value: float | None) -> str:
-    return percent(value, width=5)  # as in the terminal table (`fedcore.report.text`)
-
-
 def print_progress(kind: str, event: object) -> None:
     """One line per finished round on stderr, so a long run shows it is alive."""
     if kind != "progress" or not isinstance(event, Progress):
@@ -146,7 +142,7 @@ def print_progress(kind: str, event: object) -> None:
     if event.kind == "round-done":
         last = event.history[-1]
         print(
-            f"round {last.round}/{event.num_rounds}: {_pct(last.accuracy).strip()}", file=sys.stderr
+            f"round {last.round}/{event.num_rounds}: {percent(last.accuracy)}", file=sys.stderr
         )
     elif event.kind == "client-failed":
         print(f"warning: {event.detail}", file=sys.stderr)
@@ -220,7 +216,6 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     progress = SweepProgress(len(cells))
-    rows = []
     try:
         with Engine() as engine:
 
@@ -229,14 +224,15 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                 handle.subscribe(on_event)
                 return handle.result()
 
-            for row in run_sweep(cells, out, run, progress.on_cell, progress.on_event):
-                rows.append(row)
+            for _ in run_sweep(cells, out, run, progress.on_cell, progress.on_event):
+                pass
     except EngineError as error:
         print(f"\nfedcore: sweep cell {progress.cell} failed: {error}", file=sys.stderr)
         return 2 if error.kind == "setting" else 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # counted on disk: a cell written just before Ctrl-C counts
+        kept = sum((out / "cells" / cell.file_name).is_file() for cell in cells)
         print(
-            f"\nfedcore: sweep interrupted after {len(rows)} of {len(cells)} cells; the finished "
+            f"\nfedcore: sweep interrupted after {kept} of {len(cells)} cells; the finished "
             f"cells are kept in {out / 'cells'}: run the same command to go on",
             file=sys.stderr,
         )

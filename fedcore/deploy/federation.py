@@ -94,7 +94,7 @@ class RunOutcome:
 
 
 @dataclass
-class RunHandle:
+class DeployedRun:
     """A `flwr run ... --stream` in progress; its output is read as it comes."""
 
     process: subprocess.Popen
@@ -426,7 +426,7 @@ class Federation:
         run_config: str = "",
         timeout: float | None = None,
         echo: Callable[[str], None] | None = None,
-    ) -> RunHandle:
+    ) -> DeployedRun:
         """`flwr run . <connection> --stream` with `run_config`; results go to a folder
         that only this run writes to."""
         self.runs += 1
@@ -442,7 +442,7 @@ class Federation:
         )  # fmt: skip
         self.others.append(process)
         now = time.monotonic()
-        return RunHandle(process, results_dir, now, now + left, echo)
+        return DeployedRun(process, results_dir, now, now + left, echo)
 
     def run(self, run_config: str = "", timeout: float | None = None) -> RunOutcome:
         return self.start_run(run_config, timeout).finish()

@@ -1,12 +1,17 @@
 """The run engine: every experiment of the app, the CLI and the benchmarks runs here.
 
-- `Engine` (supervisor.py), in the caller's process: a queue, identical
-  requests merged, results kept in memory, Stop, and recovery when the engine
-  process dies.
-- The engine process (service.py): one job at a time, isolated models and the
-  Flower run side by side on a pool of warm worker processes (pool.py,
-  worker.py), Flower's in-memory runtime with a backend on that pool
-  (flower_runtime.py), and the disk cache (cache.py).
+Its modules, from the caller down:
+
+- supervisor.py: `Engine`, in the caller's process: a queue, identical requests
+  merged, results kept in memory, Stop, recovery when the engine process dies;
+- protocol.py: the messages between the two processes (one dataclass each);
+- service.py: the engine process, one job at a time, by phases (isolated
+  models, the Flower run, the centralized baseline) side by side;
+- pool.py, worker.py: the pools of warm worker processes that train;
+- flower_runtime.py: Flower's in-memory runtime with a backend on that pool
+  (the only module that uses Flower's internals);
+- child.py: starting child processes that die with their parent;
+- cache.py: the disk cache of results; sweep.py: sweeps of many settings.
 """
 
 from fedcore.engine.supervisor import (

@@ -9,13 +9,34 @@ pool worker, as Flower's `RayBackend` runs it in a Ray actor. Flower's
 `run_simulation` (deprecated in 1.42) always builds a `RayBackend` and shuts
 Ray down after every run, which made every run pay about 7 s to start the
 engine again; here the workers outlive the run.
+
+This is the one module of fedcore that uses Flower's internals (not its public
+`flwr.app`, `flwr.clientapp`, `flwr.serverapp` API), which is why `pyproject.toml`
+pins `flwr` to one minor version. Check each of them when moving the pin:
+
+- `flwr.server.superlink.fleet.vce.vce_api`: `run_api` (the runtime's message
+  loop, whose 0.1 s waits on the stop event `_PromptStop` shortens), and the
+  private `_register_nodes` and `_register_node_info_stores`;
+- `flwr.server.superlink.fleet.vce.backend.Backend` (the base of `PoolBackend`)
+  and `flwr.server.superlink.fleet.vce.metrics.VceMetrics`;
+- `flwr.server.superlink.linkstate`: `LinkStateFactory`, the in-memory LinkState's
+  `RunRecord`, `run_ids` and `task_store` (written directly in `_new_run`), and
+  `utils.generate_rand_int_from_bytes`;
+- `flwr.superlink.grid.InMemoryGrid` and `flwr.superlink.federation.NoOpFederationManager`;
+- `flwr.supercore`: `object_store.ObjectStoreFactory`, `run.Run.create_empty`,
+  `task_identity.TaskIdentity` (its class attributes set), and the constants
+  `FLWR_IN_MEMORY_DB_NAME`, `NOOP_FEDERATION_ID`;
+- `flwr.common.constant`: `RUN_ID_NUM_BYTES`, `TASK_ID_NUM_BYTES`, `SUPERLINK_NODE_ID`;
+- `flwr.proto.task_pb2.Task`, `flwr.server.run_serverapp.run` (runs a loaded
+  ServerApp) and `flwr.clientapp.client_app.ClientAppException`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from flwr.app import Context, Message, RecordDict
 from flwr.app.user_config import UserConfig
@@ -30,7 +51,7 @@ from flwr.server.superlink.fleet.vce.metrics import VceMetrics
 from flwr.server.superlink.linkstate import LinkStateFactory
 from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
 from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
-from flwr.serverapp import ServerApp
+from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
 from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.supercore.run import Run
@@ -45,6 +66,7 @@ from fedcore.engine.pool import TaskError, WorkerPool
 # of small clients takes less than that, so at 0.1 s the polls were a third
 # of a round (see docs/benchmarks.md, round overhead).
 POLL_SECONDS = 0.005
+T = TypeVar("T")
 
 
 class _PromptStop(threading.Event):
@@ -161,3 +183,24 @@ def run_on_pool(
         # The runtime's threads notice within a second and end by themselves;
         # nothing waits for them, the result is complete.
         f_stop.set()
+
+
+def run_server_main_on_pool(
+    main: Callable[[Grid], T],
+    run_config: Mapping[str, Any],
+    num_supernodes: int,
+    pool: WorkerPool,
+    on_reply: Callable[[Message, Message], None] | None = None,
+) -> T:
+    """`main(grid)` as the main of a ServerApp run by `run_on_pool`; what it returns.
+    Flower's own log is silenced: the engine reports progress and errors itself."""
+    logging.getLogger("flwr").setLevel(logging.CRITICAL)
+    outcome: list[T] = []
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        outcome.append(main(grid))
+
+    run_on_pool(server_app, run_config, num_supernodes, pool, on_reply)
+    return outcome[0]

@@ -7,16 +7,17 @@ alone: 3 clients on 2 cores take 1.5 client-times a round, not 2), and the
 isolated models that round 1 does not give (see `fedcore.learning.baselines`) on one
 worker per core at nice 19, on the cycles the federated run leaves idle.
 
-Messages to the supervisor: `("ready", worker pids)`, `("event", job, kind,
-payload)`, `("done", job, result dict)`, `("failed", job, kind, message)`,
-`("cancelled", job)`.
+It talks to its supervisor in the messages of `fedcore.engine.protocol`.
+`run_job` runs a job by phases, each a function of its own: the federated run
+in a thread (`start_federated`, `federated_phase`), the isolated models
+(`isolated_phase`), the centralized baseline (`centralized_phase`), and the
+result (`assemble`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import os
 import queue
 import sys
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
 from typing import Any
 
 from fedcore.data.mnist import DataError, MnistData, load_mnist
@@ -36,10 +38,27 @@ from fedcore.data.partition import (
 from fedcore.engine.cache import ResultCache, isolated_client_key
 from fedcore.engine.child import connect_to_parent
 from fedcore.engine.pool import TaskError, WorkerDied, WorkerPool
-from fedcore.engine.supervisor import PHASE_PARTS, Phase
-from fedcore.experiment.config import ConfigError, ExperimentConfig
+from fedcore.engine.protocol import (
+    PHASE_PARTS,
+    Cancel,
+    Cancelled,
+    Done,
+    Event,
+    Failed,
+    Phase,
+    Ready,
+    Run,
+    ToSupervisor,
+)
+from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.progress import FederatedRunError, Progress
-from fedcore.experiment.results import ClientResult, ExperimentResult, FederatedResult
+from fedcore.experiment.results import (
+    CentralizedResult,
+    ClientResult,
+    ExperimentResult,
+    FederatedResult,
+)
+from fedcore.experiment.specs import ConfigError
 from fedcore.learning.baselines import centralized_result, client_result
 from fedcore.learning.evaluation import cross_accuracy
 from fedcore.learning.models import build_model
@@ -87,24 +106,17 @@ def run_federated_on_pool(
     on_reply: Callable[[Any, Any], None] | None = None,
 ) -> FederatedResult:
     """The federated run through Flower (ServerApp and ClientApps) on the pool's workers."""
-    from flwr.serverapp import ServerApp
-
-    from fedcore.engine.flower_runtime import run_on_pool
+    from fedcore.engine.flower_runtime import run_server_main_on_pool
     from fedcore.flower.rounds import run_federated
 
-    logging.getLogger("flwr").setLevel(logging.CRITICAL)  # we report progress and errors
-    outcome: list[FederatedResult] = []
-    server_app = ServerApp()
-
-    @server_app.main()
-    def _main(grid: Any, context: Any) -> None:
-        outcome.append(
-            run_federated(grid, config, lambda event: emit("progress", slim(event)), stop)
-        )
-
     run_config = config.to_run_config() | {"data-dir": config.resolved_data_dir()}
-    run_on_pool(server_app, run_config, config.num_clients, pool, on_reply)
-    return outcome[0]
+    return run_server_main_on_pool(
+        lambda grid: run_federated(grid, config, lambda event: emit("progress", slim(event)), stop),
+        run_config,
+        config.num_clients,
+        pool,
+        on_reply,
+    )
 
 
 class IsolatedModels:
@@ -248,71 +260,175 @@ def run_job(
     centralized = CentralizedModel(config, cache, emit) if "centralized" in parts else None
     if centralized is not None:
         centralized.train(pools.isolated)
-    federated: FederatedResult | None = None
+    federating = (
+        start_federated(config, pools.federated, cache, models, emit)
+        if "federated" in parts
+        else None
+    )
     isolated: list[ClientResult] | None = None
-    outcome: dict[str, Any] = {}
-    federated_thread = None
-    halt = threading.Event()  # ends the federated run: stopped, or the other phase failed
-    if "federated" in parts:
-        entry = cache.get("federated", config.cache_key()) if cache else None
-        if entry is not None:
-            federated = FederatedResult.from_dict(entry)
-        else:
-            first_round = (
-                models.offer_first_round if models and config.fraction_train == 1 else None
-            )
-
-            def federate() -> None:
-                start, clock = time.perf_counter(), time.time()
-                try:
-                    outcome["result"] = run_federated_on_pool(
-                        config, pools.federated, emit, halt, first_round
-                    )
-                except BaseException as error:
-                    outcome["error"] = error
-                outcome["seconds"] = time.perf_counter() - start
-                outcome["clients"] = pools.federated.busy_seconds(since=clock)
-
-            federated_thread = threading.Thread(target=federate, name="fedcore-federated")
-            federated_thread.start()
+    federated: FederatedResult | None = None
+    baseline: CentralizedResult | None = None
     try:
         if models is not None:
             start = time.perf_counter()
-
-            def train_what_round_one_did_not_give() -> None:
-                if federated_thread is None or not federated_thread.is_alive():
-                    models.train_missing(pools.isolated)
-
-            models.wait(stop, idle=train_what_round_one_did_not_give)
-            isolated = models.results(data, subsets)
+            isolated = isolated_phase(models, pools.isolated, federating, data, subsets, stop)
             timings["isolated"] = time.perf_counter() - start
             emit("isolated", isolated)
-        if federated_thread is not None:
-            while federated_thread.is_alive():
-                if stop.is_set():
-                    raise JobCancelled
-                federated_thread.join(0.05)
-            if "error" in outcome:
-                raise outcome["error"]
-            federated = outcome["result"]
-            timings["federated"] = outcome["seconds"]
-            # of which some ClientApp was training (the rest: Flower, engine, evaluation)
-            timings["federated-clients"] = outcome["clients"]
-            if cache is not None:
-                cache.put("federated", config.cache_key(), federated.to_dict())
-        baseline = None
+        if federating is not None:
+            federated = federated_phase(federating, config, cache, stop, timings)
         if centralized is not None:
-            start = time.perf_counter()
-            entry = centralized.wait(stop)
-            model = build_model(config.seed, config.model)
-            model.load_state_dict(entry["weights"])
-            baseline = centralized_result(model, entry["losses"], data, partitions, subsets)
-            timings["centralized-wait"] = time.perf_counter() - start
+            baseline = centralized_phase(centralized, data, partitions, subsets, stop, timings)
     finally:
-        halt.set()
-        if federated_thread is not None:
-            federated_thread.join()
+        if federating is not None:
+            federating.close()
     timings["total"] = time.perf_counter() - begin
+    return assemble(config, data, partitions, isolated, federated, baseline, timings)
+
+
+@dataclass
+class Federating:
+    """The federated run, from the cache or going on in a thread of its own (so that
+    the isolated models and the centralized baseline can train beside it), and
+    what that thread gave once it ended."""
+
+    halt: threading.Event  # ends the run: the job stopped, or another phase failed
+    thread: threading.Thread | None = None
+    result: FederatedResult | None = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+    client_seconds: float = 0.0  # of which some ClientApp was training
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def close(self) -> None:
+        """End the run (if it still goes on) and wait for its thread."""
+        self.halt.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+def start_federated(
+    config: ExperimentConfig,
+    pool: WorkerPool,
+    cache: ResultCache | None,
+    models: IsolatedModels | None,
+    emit: Emit,
+) -> Federating:
+    """The cached federated result, else Flower's run started at once in its own thread;
+    when every client trains in round 1, `models` takes their updates as isolated models."""
+    federating = Federating(halt=threading.Event())
+    entry = cache.get("federated", config.cache_key()) if cache else None
+    if entry is not None:
+        federating.result = FederatedResult.from_dict(entry)
+        return federating
+    first_round = models.offer_first_round if models and config.fraction_train == 1 else None
+    federating.thread = threading.Thread(
+        target=_federate,
+        args=(federating, config, pool, emit, first_round),
+        name="fedcore-federated",
+    )
+    federating.thread.start()
+    return federating
+
+
+def _federate(
+    federating: Federating,
+    config: ExperimentConfig,
+    pool: WorkerPool,
+    emit: Emit,
+    on_reply: Callable[[Any, Any], None] | None,
+) -> None:
+    """The federated thread: any error is kept for the job's thread to raise, with the
+    run's time and the clients' share of it (the rest: Flower, engine, evaluation)."""
+    start, clock = time.perf_counter(), time.time()
+    try:
+        federating.result = run_federated_on_pool(config, pool, emit, federating.halt, on_reply)
+    except BaseException as error:
+        federating.error = error
+    federating.seconds = time.perf_counter() - start
+    federating.client_seconds = pool.busy_seconds(since=clock)
+
+
+def isolated_phase(
+    models: IsolatedModels,
+    pool: WorkerPool,
+    federating: Federating | None,
+    data: MnistData,
+    subsets: tuple[tuple[int, ...], ...],
+    stop: threading.Event,
+) -> list[ClientResult]:
+    """Every client's isolated model evaluated. While the federated run goes on, its
+    round 1 may still give the missing models; only once it has ended is the rest
+    trained in `pool` (a client that failed in round 1, a sampled run)."""
+    models.wait(stop, idle=functools.partial(_train_if_no_round_one, models, pool, federating))
+    return models.results(data, subsets)
+
+
+def _train_if_no_round_one(
+    models: IsolatedModels, pool: WorkerPool, federating: Federating | None
+) -> None:
+    if federating is None or not federating.running:
+        models.train_missing(pool)
+
+
+def federated_phase(
+    federating: Federating,
+    config: ExperimentConfig,
+    cache: ResultCache | None,
+    stop: threading.Event,
+    timings: dict[str, float],
+) -> FederatedResult:
+    """The federated result, once its thread has ended (`JobCancelled` if `stop` is set
+    first); a new result goes to the cache and its times to `timings`."""
+    if federating.thread is None:
+        assert federating.result is not None
+        return federating.result  # from the cache
+    while federating.thread.is_alive():
+        if stop.is_set():
+            raise JobCancelled
+        federating.thread.join(0.05)
+    if federating.error is not None:
+        raise federating.error
+    assert federating.result is not None
+    timings["federated"] = federating.seconds
+    timings["federated-clients"] = federating.client_seconds
+    if cache is not None:
+        cache.put("federated", config.cache_key(), federating.result.to_dict())
+    return federating.result
+
+
+def centralized_phase(
+    centralized: CentralizedModel,
+    data: MnistData,
+    partitions: list[ClientPartition],
+    subsets: tuple[tuple[int, ...], ...],
+    stop: threading.Event,
+    timings: dict[str, float],
+) -> CentralizedResult:
+    """The centralized baseline evaluated, last: it trained beside the other phases,
+    so what `timings` gets is only how long the job still waited for it."""
+    start = time.perf_counter()
+    entry = centralized.wait(stop)
+    model = build_model(centralized.config.seed, centralized.config.model)
+    model.load_state_dict(entry["weights"])
+    baseline = centralized_result(model, entry["losses"], data, partitions, subsets)
+    timings["centralized-wait"] = time.perf_counter() - start
+    return baseline
+
+
+def assemble(
+    config: ExperimentConfig,
+    data: MnistData,
+    partitions: list[ClientPartition],
+    isolated: list[ClientResult] | None,
+    federated: FederatedResult | None,
+    baseline: CentralizedResult | None,
+    timings: dict[str, float],
+) -> ExperimentResult:
+    """The job's result: the phases it ran, with what the page shows beside them (the
+    clients' label counts, and how each isolated model does on the others' labels)."""
     counts = client_label_counts(data.train_y, partitions)
     return ExperimentResult(
         config=config,
@@ -348,11 +464,11 @@ def serve(conn: Any) -> None:
     pools = Pools()
     send_lock = threading.Lock()
 
-    def send(*message: Any) -> None:
+    def send(message: ToSupervisor) -> None:
         with send_lock:
             conn.send(message)
 
-    send("ready", pools.pids)
+    send(Ready(tuple(pools.pids)))
     jobs: queue.Queue = queue.Queue()
     stops: dict[int, threading.Event] = {}  # by job; a cancel may come before its job starts
 
@@ -363,36 +479,39 @@ def serve(conn: Any) -> None:
             except (EOFError, OSError):
                 jobs.put(None)
                 return
-            if message[0] == "cancel":
-                stops.setdefault(message[1], threading.Event()).set()
-            else:
-                jobs.put(message)
+            match message:
+                case Cancel(job=job):
+                    stops.setdefault(job, threading.Event()).set()
+                case _:
+                    jobs.put(message)
 
     threading.Thread(target=listen, name="fedcore-engine-listen", daemon=True).start()
     cache = ResultCache()
     while (message := jobs.get()) is not None:
-        _, job, config, phase, use_cache = message
+        if not isinstance(message, Run):
+            raise TypeError(f"the supervisor sent an unknown message: {message!r}")
+        job = message.job
         stop = stops.setdefault(job, threading.Event())
         try:
             if stop.is_set():
                 raise JobCancelled
             result = run_job(
-                config,
-                phase,
+                message.config,
+                message.phase,
                 pools,
-                cache if use_cache else None,
-                lambda kind, payload, job=job: send("event", job, kind, payload),
+                cache if message.use_cache else None,
+                lambda kind, payload, job=job: send(Event(job, kind, payload)),
                 stop,
             )
         except (JobCancelled, CancelledError):
-            send("cancelled", job)
+            send(Cancelled(job))
         except Exception as error:
             if stop.is_set():
-                send("cancelled", job)
+                send(Cancelled(job))
             else:
-                send("failed", job, *failure(error))
+                send(Failed(job, *failure(error)))
         else:
-            send("done", job, result.to_dict())
+            send(Done(job, result.to_dict()))
         stops.pop(job, None)
         if pools.broken:
             break

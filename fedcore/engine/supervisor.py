@@ -15,6 +15,8 @@ by the time the first run is asked for, and keeps, in the caller's process:
 - recovery: if the engine process dies, its job fails with one line and the
   next job starts a new engine. The caller (a web server) never goes down
   with it.
+
+The two processes talk in the messages of `fedcore.engine.protocol`.
 """
 
 from __future__ import annotations
@@ -33,20 +35,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from fedcore.engine.protocol import (
+    PHASES,
+    Cancel,
+    Cancelled,
+    Done,
+    Event,
+    Failed,
+    Phase,
+    Ready,
+    Run,
+    ToSupervisor,
+    message_name,
+)
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results import ClientResult, ExperimentResult, RoundResult
 
-Phase = Literal["isolated", "federated", "centralized", "story", "all"]
-# What each phase computes: "story" is what the story page shows (no centralized
-# baseline, which would cost it time); "all" adds the baseline.
-PHASE_PARTS: dict[Phase, frozenset[str]] = {
-    "isolated": frozenset({"isolated"}),
-    "federated": frozenset({"federated"}),
-    "centralized": frozenset({"centralized"}),
-    "story": frozenset({"isolated", "federated"}),
-    "all": frozenset({"isolated", "federated", "centralized"}),
-}
-PHASES: tuple[Phase, ...] = tuple(PHASE_PARTS)
 State = Literal["queued", "running", "done", "failed", "stopped"]
 STOP_GRACE_SECONDS = 1.5
 log = logging.getLogger("fedcore.engine")
@@ -257,11 +261,16 @@ class Engine:
                 message = conn.recv()
             except (EOFError, OSError):
                 break
+            except Exception as error:  # read but not unpickled: the next one may be
+                with self._changed:
+                    self._reject("a message from the engine", error)
+                    self._changed.notify_all()
+                continue
             with self._changed:
                 try:
                     self._handle(message)
                 except Exception as error:  # this thread must live on
-                    self._reject(message, error)
+                    self._reject(f"the engine's {message_name(message)!r} message", error)
                 self._changed.notify_all()
         code = process.wait()
         with self._changed:
@@ -286,47 +295,47 @@ class Engine:
                 self._dispatch()
             self._changed.notify_all()
 
-    def _reject(self, message: tuple[Any, ...], error: Exception) -> None:
+    def _reject(self, what: str, error: Exception) -> None:
         """A message that could not be handled (e.g. an engine running other code than
         this process after an upgrade) fails its job with one line instead of
-        leaving it waiting forever."""
+        leaving it waiting forever; `what` names the message."""
         job = self._running
         if job is None or job.finished:
             return
         log.error("run %d: a message from the engine could not be read: %r", job.id, error)
-        self._finish(
-            job, "failed", f"the engine's {message[0]!r} message could not be read ({error})"
-        )
+        self._finish(job, "failed", f"{what} could not be read ({error})")
         with contextlib.suppress(OSError):
-            self._conn.send(("cancel", job.id))  # the engine may still be running it
+            self._conn.send(Cancel(job.id))  # the engine may still be running it
         self._running = None
         self._dispatch()
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "ready":
-            self._worker_pids = list(message[1])
+    def _handle(self, message: ToSupervisor) -> None:
+        if isinstance(message, Ready):
+            self._worker_pids = list(message.worker_pids)
             return
+        if not isinstance(message, Event | Done | Failed | Cancelled):
+            raise TypeError(f"unknown message {type(message).__name__}")
         job = self._running
-        if job is None or message[1] != job.id:
+        if job is None or message.job != job.id:
             return  # a job stopped meanwhile
-        if kind == "event":
-            self._on_event(job, message[2], message[3])
-            return
-        if kind == "done":
-            result = ExperimentResult.from_dict(message[2])
-            job.result = result
-            job.detail = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
-            if job.use_cache:
-                self._results[job.key] = result
-                while len(self._results) > MEMORY_RESULTS:
-                    self._results.popitem(last=False)
-            self._finish(job, "done")
-        elif kind == "failed":
-            job.error_kind = message[2]
-            self._finish(job, "failed", message[3])
-        elif kind == "cancelled":
-            self._finish(job, "stopped")
+        match message:
+            case Event(kind=kind, payload=payload):
+                self._on_event(job, kind, payload)
+                return
+            case Done(result=data):
+                result = ExperimentResult.from_dict(data)
+                job.result = result
+                job.detail = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+                if job.use_cache:
+                    self._results[job.key] = result
+                    while len(self._results) > MEMORY_RESULTS:
+                        self._results.popitem(last=False)
+                self._finish(job, "done")
+            case Failed(kind=kind, error=error):
+                job.error_kind = kind
+                self._finish(job, "failed", error)
+            case Cancelled():
+                self._finish(job, "stopped")
         self._running = None
         self._dispatch()
 
@@ -364,7 +373,7 @@ class Engine:
         self.jobs_started += 1
         log.info("run %d started: %s %s", job.id, job.phase, job.config.summary())
         with contextlib.suppress(OSError):  # a dead engine: its reader fails the job
-            self._conn.send(("run", job.id, job.config, job.phase, job.use_cache))
+            self._conn.send(Run(job.id, job.config, job.phase, job.use_cache))
 
     def _finish(self, job: _Job, state: State, error: str | None = None) -> None:
         job.state, job.error = state, error
@@ -387,7 +396,7 @@ class Engine:
                 self._queue.remove(job)
                 self._finish(job, "stopped")
                 return
-            self._conn.send(("cancel", job.id))
+            self._conn.send(Cancel(job.id))
         threading.Thread(target=self._kill_if_still_running, args=(job,), daemon=True).start()
 
     def _kill_if_still_running(self, job: _Job) -> None:

@@ -1,0 +1,116 @@
+"""The messages between the engine's two processes: one frozen dataclass each.
+
+The supervisor (`fedcore.engine.supervisor`, in the caller's process) sends:
+
+- `Run`: compute one job; the engine runs one at a time, in the order sent.
+- `Cancel`: end a job early (also one not started yet: it never starts).
+
+The engine process (`fedcore.engine.service`) sends:
+
+- `Ready`: once, at start, its workers' pids, so that the supervisor can kill
+  them by process id if the engine has to go;
+- `Event`: what a running job did (an epoch, a round, the isolated models), for
+  the caller's progress bars; `kind` and `payload` are what a listener gets;
+- then exactly one of `Done` (the result), `Failed` (why, in one line) or
+  `Cancelled` (after a `Cancel`) ends the job.
+
+Each job message names its job, so a late message of a job already stopped is
+dropped. What crosses the pipe is pickled (`fedcore.engine.child.Channel`) and
+kept small and plain: the settings, a result as a dict (`ExperimentResult.to_dict`,
+which the supervisor reads back, so a reply it cannot read fails that run only),
+an event with only the round it adds.
+
+The phases a job may ask for live here too, as they are part of `Run`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fedcore.experiment.config import ExperimentConfig
+
+Phase = Literal["isolated", "federated", "centralized", "story", "all"]
+# What each phase computes: "story" is what the story page shows (no centralized
+# baseline, which would cost it time); "all" adds the baseline.
+PHASE_PARTS: dict[Phase, frozenset[str]] = {
+    "isolated": frozenset({"isolated"}),
+    "federated": frozenset({"federated"}),
+    "centralized": frozenset({"centralized"}),
+    "story": frozenset({"isolated", "federated"}),
+    "all": frozenset({"isolated", "federated", "centralized"}),
+}
+PHASES: tuple[Phase, ...] = tuple(PHASE_PARTS)
+
+# ------------------------------------------------------ supervisor -> engine
+
+
+@dataclass(frozen=True)
+class Run:
+    """Compute `config`'s `phase`; `use_cache=False` neither reads nor writes the disk cache."""
+
+    job: int
+    config: ExperimentConfig
+    phase: Phase
+    use_cache: bool
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Stop `job` as soon as possible; the engine answers `Cancelled`."""
+
+    job: int
+
+
+# ------------------------------------------------------ engine -> supervisor
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The engine has started its workers (their pids, to kill them by id)."""
+
+    worker_pids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress of a running job: `"epoch"` (client, epoch, loss), `"progress"` (a
+    `Progress` with only the round it adds), `"isolated"` (the isolated models'
+    results), `"centralized-epoch"` (epoch, loss)."""
+
+    job: int
+    kind: str
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Done:
+    """The job's result, as `ExperimentResult.to_dict()` (plain data across versions)."""
+
+    job: int
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The job failed: `kind` is "setting", "data" (the user can fix it) or "run"."""
+
+    job: int
+    kind: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """The job ended after a `Cancel`; nothing of it is kept."""
+
+    job: int
+
+
+ToEngine = Run | Cancel
+ToSupervisor = Ready | Event | Done | Failed | Cancelled
+
+
+def message_name(message: object) -> str:
+    """How log lines and errors name a message: `Done(...)` is 'done'."""
+    return type(message).__name__.lower()
