@@ -141,9 +141,7 @@ def print_progress(kind: str, event: object) -> None:
         return
     if event.kind == "round-done":
         last = event.history[-1]
-        print(
-            f"round {last.round}/{event.num_rounds}: {percent(last.accuracy)}", file=sys.stderr
-        )
+        print(f"round {last.round}/{event.num_rounds}: {percent(last.accuracy)}", file=sys.stderr)
     elif event.kind == "client-failed":
         print(f"warning: {event.detail}", file=sys.stderr)
 
