@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedcore.engine.child import fork_child
+from fedcore.engine.protocol import Task, TaskDone, TaskProgress
 from fedcore.engine.worker import serve
 
 
@@ -38,7 +39,9 @@ def covered_seconds(intervals: list[tuple[float, float]], since: float = 0.0) ->
 
 
 @dataclass
-class _Task:
+class _Queued:
+    """A task waiting for a worker, with the future its caller holds."""
+
     kind: str
     args: tuple[Any, ...]
     future: Future
@@ -51,7 +54,7 @@ class WorkerPool:
 
     def __init__(self, size: int, role: str, nice: int = 0) -> None:
         self.size = size
-        self._queue: queue.SimpleQueue[_Task] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
         self.broken: str | None = None  # why, once a worker died
         self.busy: list[tuple[float, float]] = []  # (start, end) of every task done
         work = functools.partial(serve, role=role, nice=nice)
@@ -72,26 +75,26 @@ class WorkerPool:
         if self.broken:
             future.set_exception(WorkerDied(self.broken))
         else:
-            self._queue.put(_Task(kind, args, future, on_progress))
+            self._queue.put(_Queued(kind, args, future, on_progress))
         return future
 
     def _serve(self, process: Any, conn: Any) -> None:
         task = None
         try:
-            conn.recv()  # "ready": imports done
+            conn.recv()  # WorkerReady: imports done
             while True:
                 task = self._queue.get()
                 if not task.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued
-                conn.send((task.kind, task.args))
-                while (reply := conn.recv())[0] == "progress":
+                conn.send(Task(task.kind, task.args))
+                while isinstance(reply := conn.recv(), TaskProgress):
                     if task.on_progress is not None:
-                        task.on_progress(reply[1])
-                if reply[0] == "ok":
-                    self.busy.append(reply[2])
-                    task.future.set_result(reply[1])
-                else:
-                    task.future.set_exception(TaskError(reply[1]))
+                        task.on_progress(reply.value)
+                if isinstance(reply, TaskDone):
+                    self.busy.append(reply.ran)
+                    task.future.set_result(reply.value)
+                else:  # TaskFailed
+                    task.future.set_exception(TaskError(reply.error))
                 task = None
         except (EOFError, OSError):
             process.join()

@@ -20,6 +20,11 @@ kept small and plain: the settings, a result as a dict (`ExperimentResult.to_dic
 which the supervisor reads back, so a reply it cannot read fails that run only),
 an event with only the round it adds.
 
+The engine process and its warm workers (`fedcore.engine.pool`,
+`fedcore.engine.worker`) talk the same way: a worker says `WorkerReady` once
+its imports are done, then answers each `Task` with any number of
+`TaskProgress` and one `TaskDone` or `TaskFailed`.
+
 The phases a job may ask for live here too, as they are part of `Run`.
 """
 
@@ -114,3 +119,43 @@ ToSupervisor = Ready | Event | Done | Failed | Cancelled
 def message_name(message: object) -> str:
     """How log lines and errors name a message: `Done(...)` is 'done'."""
     return type(message).__name__.lower()
+
+
+# ------------------------------------------------------- engine <-> workers
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """A worker has its imports done and takes tasks (`role`: its pool)."""
+
+    role: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """Run `kind` ("client-app", "isolated" or "centralized") with `args` in a worker."""
+
+    kind: str
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """Something a running task did (an epoch and its loss), for the caller's listener."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    """The task's value, and the wall-clock `(start, end)` it ran (the pool's busy time)."""
+
+    value: Any
+    ran: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """The task raised; `error` is its message."""
+
+    error: str

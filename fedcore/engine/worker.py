@@ -1,9 +1,8 @@
 """A warm worker process of the engine, forked from it with PyTorch and Flower
 loaded; its ClientApp and the data stay loaded between tasks, so a run pays none of it.
 
-Tasks arrive as `(kind, args)` and are answered with `("ok", value, (start,
-end))` (wall-clock seconds the task ran) or `("error", message)`; a task may
-send `("progress", value)` messages first.
+Tasks arrive as `Task`s and are answered as `fedcore.engine.protocol` says: any
+`TaskProgress` first, then `TaskDone` (with the wall-clock time it ran) or `TaskFailed`.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fedcore.engine.child import Channel
+from fedcore.engine.protocol import Task, TaskDone, TaskFailed, TaskProgress, WorkerReady
 
 
 @functools.lru_cache(maxsize=4)
@@ -62,23 +62,27 @@ def serve(conn: Channel, role: str, nice: int) -> None:
     """Answer tasks until the engine closes the channel. `role` names the pool
     (the tasks are the same); `nice` lowers this worker's scheduling priority."""
     os.nice(nice)
-    conn.send(("ready", role))
+    conn.send(WorkerReady(role))
+
+    def progress(value: Any) -> None:
+        conn.send(TaskProgress(value))
+
+    tasks: dict[str, Callable[..., Any]] = {
+        "client-app": run_client_app,
+        "isolated": lambda *args: fit_isolated(*args, progress),
+        "centralized": lambda *args: fit_centralized(*args, progress),
+    }
     while True:
         try:
-            kind, args = conn.recv()
+            task: Task = conn.recv()
         except EOFError:  # the engine is gone
             return
         started = time.time()
         try:
-            if kind == "client-app":
-                value = run_client_app(*args)
-            elif kind == "isolated":
-                value = fit_isolated(*args, lambda v: conn.send(("progress", v)))
-            elif kind == "centralized":
-                value = fit_centralized(*args, lambda v: conn.send(("progress", v)))
-            else:
-                raise ValueError(f"unknown task {kind!r}")
+            if task.kind not in tasks:
+                raise ValueError(f"unknown task {task.kind!r}")
+            value = tasks[task.kind](*task.args)
         except Exception as error:
-            conn.send(("error", str(error)))
+            conn.send(TaskFailed(str(error)))
         else:
-            conn.send(("ok", value, (started, time.time())))
+            conn.send(TaskDone(value, (started, time.time())))
