@@ -3,75 +3,36 @@ import marimo
 __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="fedcore: a federated learning lab")
 
-
-@app.cell(hide_code=True)
-def _():
-    import html
-    import time
-
+with app.setup(hide_code=True):
     import marimo as mo
 
+    from fedcore.app import compare, controls, share, views
+    from fedcore.app.from_page import (
+        lab_config_from_controls,
+        lab_settings_from_url,
+        story_config,
+        story_split_config,
+        write_lab_url,
+    )
+    from fedcore.app.runs import RunSlot, start_run
     from fedcore.cli.main import settings_from_cli
     from fedcore.data.mnist import DataError, load_mnist
     from fedcore.data.partition import partition_clients
     from fedcore.engine import shared_engine
-    from fedcore.experiment.config import (
-        PRIVACY,
-        SIZE_LAWS,
-        SPLITS,
-        STRATEGIES,
-        ConfigError,
-        ExperimentConfig,
-        default_exclusions,
-        format_digits,
-        format_spec,
-    )
-    from fedcore.experiment.results import ExperimentResult, ResultsError
-    from fedcore.experiment.settings import APP_LIMITS_WHY, BY_NAME, control_range
+    from fedcore.experiment.results import ResultsError
+    from fedcore.experiment.settings import APP_LIMITS_WHY
+    from fedcore.experiment.specs import ConfigError
     from fedcore.report import charts, tables
-    from fedcore.report.figures import run_charts, to_png, to_svg
-    from fedcore.report.html import report_html
-    from fedcore.report.tables import label_counts
+    from fedcore.report.labels import percent
 
     # Every run goes to the engine: processes of its own, shared by every session
     # of this server, started now so that it is warm by the first run. It queues
     # runs, merges identical ones and keeps their results.
     engine = shared_engine()
-    return (
-        APP_LIMITS_WHY,
-        BY_NAME,
-        ConfigError,
-        DataError,
-        ExperimentConfig,
-        ExperimentResult,
-        PRIVACY,
-        ResultsError,
-        SIZE_LAWS,
-        SPLITS,
-        STRATEGIES,
-        charts,
-        control_range,
-        default_exclusions,
-        engine,
-        format_digits,
-        format_spec,
-        html,
-        label_counts,
-        load_mnist,
-        mo,
-        partition_clients,
-        report_html,
-        run_charts,
-        settings_from_cli,
-        tables,
-        time,
-        to_png,
-        to_svg,
-    )
 
 
 @app.cell(hide_code=True)
-def _(mo):
+def _():
     mo.md(
         r"""
         # Learning together without sharing data
@@ -93,7 +54,7 @@ def _(mo):
 
 
 @app.cell(hide_code=True)
-def _(mo, settings_from_cli):
+def _():
     # `marimo run app.py -- --rounds 1 --epochs 1` (or `marimo export html ... -- ...`)
     cli = settings_from_cli(dict(mo.cli_args()))
     defaults = cli.config
@@ -105,95 +66,43 @@ def _(mo, settings_from_cli):
 
 
 @app.cell(hide_code=True)
-def _(BY_NAME, control_range, defaults, mo):
-    def control(name, start_from=None):
-        """A setting's control: label, range and step from the settings table, its
-        value from `start_from` (a config; the page's defaults if not given)."""
-        setting = BY_NAME[name]
-        value = getattr(defaults if start_from is None else start_from, name)
-        if setting.choices:
-            return mo.ui.dropdown(list(setting.choices), value=value, label=setting.label)
-        start, stop, step = control_range(setting)
-        # a value from the command line or the page's address may pass the page's range
-        start, stop = min(start, value), max(stop, value)
-        if setting.control == "slider":
-            return mo.ui.slider(
-                start, stop, step=step, value=value, debounce=True, show_value=True,
-                label=setting.label,
-            )  # fmt: skip
-        return mo.ui.number(start, stop, step=step, value=value, label=setting.label)
-
-    clients_slider = control("num_clients")
-    rounds_slider = control("num_rounds")
-    epochs_slider = control("local_epochs")
-    lr_input = control("learning_rate")
-    batch_input = control("batch_size")
-    momentum_input = control("momentum")
-    seed_input = control("seed")
-    fraction_slider = control("fraction_train")
+def _(defaults):
+    # Labels, ranges and steps from the settings table. The split's own settings
+    # apart: the data and split sections depend only on them, so rounds, epochs or
+    # the learning rate do not redraw them.
+    story_split = controls.controls(controls.STORY_SPLIT, defaults)
+    story_training = controls.controls(controls.STORY_TRAINING, defaults)
     get_exclusions, set_exclusions = mo.state(defaults.excluded_digits)
-    return (
-        batch_input,
-        clients_slider,
-        control,
-        epochs_slider,
-        fraction_slider,
-        get_exclusions,
-        lr_input,
-        momentum_input,
-        rounds_slider,
-        seed_input,
-        set_exclusions,
-    )
+    return get_exclusions, set_exclusions, story_split, story_training
 
 
 @app.cell(hide_code=True)
-def _(clients_slider, default_exclusions, get_exclusions, mo, set_exclusions):
+def _(get_exclusions, set_exclusions, story_split):
     # One selector per client; changing the client count keeps earlier picks.
-    _kept = get_exclusions()
-    _defaults = default_exclusions(clients_slider.value)
-    _initial = [_kept[i] if i < len(_kept) else _defaults[i] for i in range(clients_slider.value)]
-    exclusion_pickers = mo.ui.array(
-        [
-            mo.ui.multiselect(
-                options=[str(d) for d in range(10)],
-                value=[str(d) for d in digits],
-                label=f"Client {i} never sees",
-            )
-            for i, digits in enumerate(_initial, start=1)
-        ],
-        on_change=lambda picks: set_exclusions(
-            tuple(tuple(sorted(int(d) for d in p)) for p in picks) + get_exclusions()[len(picks) :]
-        ),
+    exclusion_pickers = controls.exclusion_pickers(
+        story_split.value["num_clients"],
+        get_exclusions(),
+        lambda picks: set_exclusions(picks + get_exclusions()[len(picks) :]),
     )
     return (exclusion_pickers,)
 
 
 @app.cell(hide_code=True)
-def _(
-    batch_input,
-    clients_slider,
-    epochs_slider,
-    exclusion_pickers,
-    fraction_slider,
-    lr_input,
-    mo,
-    momentum_input,
-    rounds_slider,
-    seed_input,
-):
+def _(exclusion_pickers, story_split, story_training):
+    _s, _t = story_split, story_training
     mo.vstack(
         [
             mo.md("## The setup"),
-            mo.hstack([clients_slider, rounds_slider, epochs_slider], justify="start", gap=2),
+            views.row(_s["num_clients"], _t["num_rounds"], _t["local_epochs"]),
             mo.md("Which digits does each client **not** have?"),
             mo.hstack(list(exclusion_pickers), wrap=True, justify="start"),
             mo.accordion(
                 {
-                    "Advanced: optimiser, seed, client sampling": mo.hstack(
-                        [lr_input, batch_input, momentum_input, seed_input, fraction_slider],
-                        wrap=True,
-                        justify="start",
+                    "Advanced: optimiser, seed, client sampling": views.row(
+                        *(_t[n] for n in ("learning_rate", "batch_size", "momentum")),
+                        _s["seed"],
+                        _t["fraction_train"],
+                        gap=0.5,
                     )
                 }
             ),
@@ -203,97 +112,43 @@ def _(
 
 
 @app.cell(hide_code=True)
-def _(
-    ConfigError,
-    ExperimentConfig,
-    clients_slider,
-    defaults,
-    exclusion_pickers,
-    format_digits,
-    mo,
-    seed_input,
-):
-    # The split's own settings, apart: the data and split sections below depend
-    # only on these, so rounds, epochs or the learning rate do not redraw them.
+def _(defaults, exclusion_pickers, story_split):
+    _picks = controls.exclusions_from_picks(exclusion_pickers.value)
     try:
-        split_config = ExperimentConfig(
-            num_clients=clients_slider.value,
-            excluded_digits=tuple(
-                tuple(sorted(int(d) for d in p)) for p in exclusion_pickers.value
-            ),
-            seed=int(seed_input.value),
-            data_dir=defaults.data_dir,
-        )
+        split_config = story_split_config(story_split.value, _picks, defaults.data_dir)
     except ConfigError as _error:
-        split_config = None
-        _message = mo.callout(mo.md(f"**These settings cannot run:** {_error}."), kind="danger")
+        split_config, _message = None, views.refusal(_error)
     else:
-        _message = None
-        if split_config.excluded_by_all:
-            _message = mo.callout(
-                mo.md(
-                    f"**Every client excludes {format_digits(split_config.excluded_by_all)}.** "
-                    "No model, federated or not, can learn a digit that no client has: "
-                    "expect 0% on it everywhere."
-                ),
-                kind="warn",
-            )
+        _message = views.excluded_by_all_warning(split_config.excluded_by_all)
     _message
     return (split_config,)
 
 
 @app.cell(hide_code=True)
-def _(
-    ConfigError,
-    batch_input,
-    epochs_slider,
-    fraction_slider,
-    lr_input,
-    mo,
-    momentum_input,
-    rounds_slider,
-    split_config,
-):
+def _(split_config, story_training):
     mo.stop(split_config is None)
     try:
-        config = split_config.replace(
-            num_rounds=rounds_slider.value,
-            local_epochs=epochs_slider.value,
-            batch_size=int(batch_input.value),
-            learning_rate=float(lr_input.value),
-            momentum=float(momentum_input.value),
-            fraction_train=round(float(fraction_slider.value), 2),
-        )
+        config = story_config(split_config, story_training.value)
     except ConfigError as _error:
-        mo.stop(True, mo.callout(mo.md(f"**These settings cannot run:** {_error}."), kind="danger"))
+        mo.stop(True, views.refusal(_error))
     return (config,)
 
 
 @app.cell(hide_code=True)
-def _(DataError, load_mnist, mo, split_config):
+def _(split_config):
     mo.stop(split_config is None)
     try:
         with mo.status.spinner(title="Loading MNIST"):
             data = load_mnist(split_config)
     except DataError as _error:
-        mo.stop(
-            True,
-            mo.callout(
-                mo.md(
-                    f"**MNIST could not be loaded.** {_error}\n\n"
-                    "Offline? Start the app with `FEDCORE_DATA_DIR=/path/to/mnist` "
-                    "(a folder with the four IDX files), or pass `-- --data-dir /path/to/mnist`."
-                ),
-                kind="danger",
-            ),
-        )
+        mo.stop(True, views.data_error(_error))
     return (data,)
 
 
 @app.cell(hide_code=True)
-def _(data, label_counts, mo, partition_clients, split_config):
+def _(data, split_config):
     partitions = partition_clients(data.train_y, split_config)
-    counts = label_counts(data.train_y, partitions)
+    counts = tables.label_counts(data.train_y, partitions)
     _empty = [p.client for p in partitions if p.size == 0]
     mo.stop(
         bool(_empty),
@@ -303,7 +158,7 @@ def _(data, label_counts, mo, partition_clients, split_config):
 
 
 @app.cell(hide_code=True)
-def _(charts, counts, data, mo, partitions, split_config, tables):
+def _(counts, data, partitions, split_config):
     _sizes = ", ".join(f"client {p.client}: {p.size:,}" for p in partitions)
     mo.vstack(
         [
@@ -323,8 +178,8 @@ def _(charts, counts, data, mo, partitions, split_config, tables):
 
 
 @app.cell(hide_code=True)
-def _(mo):
-    session_runs = []  # this session's run, released when its settings change
+def _():
+    story_runs = RunSlot(engine, "story")  # this session's story run
     get_isolated_ready, set_isolated_ready = mo.state(None)
     get_run_finished, set_run_finished = mo.state(None)
     retry_button = mo.ui.button(label="Run again", kind="success")
@@ -332,151 +187,28 @@ def _(mo):
         get_isolated_ready,
         get_run_finished,
         retry_button,
-        session_runs,
         set_isolated_ready,
         set_run_finished,
+        story_runs,
     )
 
 
 @app.cell(hide_code=True)
-def _(mo, tables):
-    # "Compare runs" keeps every run finished on this page (the story's, the lab's)
-    # and every results file loaded: `(name, result)`, in the order they came.
-    get_kept_runs, set_kept_runs = mo.state([])
-    get_pinned_runs, set_pinned_runs = mo.state([])  # the names pinned, kept across redraws
-
-    def keep_run(source, result, file=None):
-        """Keep a finished run, named by where it comes from and its settings
-        (`"lab 2: dirichlet:0.1, 10 clients, mlp, 3 rounds of 1 epoch"`); the same
-        result again is not kept twice."""
-        kept = get_kept_runs()
-        if any(other == result for _, other in kept):
-            return
-        origin = f"{source} {len(kept) + 1}" + (f" ({file})" if file else "")
-        set_kept_runs([*kept, (f"{origin}: {tables.run_label(result.config)}", result)])
-
-    return get_kept_runs, get_pinned_runs, keep_run, set_pinned_runs
-
-
-@app.cell(hide_code=True)
-def _(charts, mo, retry_button, tables, time):
-    def bar(done, total, label):
-        share = 100 * done / max(total, 1)
-        return mo.Html(
-            '<div style="display:flex;align-items:center;gap:0.8em">'
-            '<div style="width:16em;height:0.6em;border-radius:0.3em;background:#e5e7eb">'
-            f'<div style="width:{share:.0f}%;height:100%;border-radius:0.3em;'
-            'background:#4c78a8"></div></div>'
-            f"<span>{label}</span></div>"
-        )
-
-    def run_view(status, stop_button):
-        """The run's place in the queue or its progress, with a Stop button."""
-        if status.state == "queued":
-            return mo.callout(
-                mo.vstack(
-                    [
-                        mo.md(
-                            f"**Queued: place {status.place}.** Another run is using the "
-                            "engine; this one starts as soon as it ends."
-                        ),
-                        stop_button,
-                    ]
-                ),
-                kind="neutral",
-            )
-        parts = [
-            mo.md(f"**Training** ({status.detail or 'starting'})"),
-            bar(
-                status.epochs_done,
-                status.epochs_total,
-                f"each client alone: {status.epochs_done}/{status.epochs_total} epochs",
-            ),
-        ]
-        if status.history:
-            done = status.history[-1].round
-            parts.append(
-                bar(
-                    done,
-                    status.num_rounds,
-                    f"together, with Flower: round {done}/{status.num_rounds}, "
-                    f"global accuracy {status.history[-1].accuracy:.1%}",
-                )
-            )
-            parts.append(charts.history_chart(tables.history(status.history)))
-        parts.append(stop_button)
-        return mo.vstack(parts)
-
-    def end_view(status, again=None):
-        """One line when a run did not finish, and a way to run it again (`again`:
-        the story's "Run again" button unless told otherwise)."""
-        if status.state == "stopped":
-            text = "**Stopped.** Nothing of this run was kept."
-        elif status.state == "failed":
-            text = f"**The run failed:** {status.error}"
-        else:
-            return None
-        kind = "warn" if status.state == "stopped" else "danger"
-        return mo.callout(
-            mo.vstack([mo.md(text), retry_button if again is None else again]), kind=kind
-        )
-
-    def watch_run(run, stop_button, set_isolated_ready, set_run_finished, again=None):
-        """In a thread: show the run's progress, and tell the cells below when
-        the isolated models and the whole run are ready."""
-        thread = mo.current_thread()
-        shown, isolated_told = None, False
-        while not thread.should_exit:
-            status = run.status()
-            if not isolated_told and run.isolated() is not None:
-                isolated_told = True
-                set_isolated_ready(run)
-            if run.done():
-                mo.output.replace(end_view(status, again))
-                set_run_finished(run)
-                return
-            if status != shown:
-                mo.output.replace(run_view(status, stop_button))
-                shown = status
-            time.sleep(0.2)
-
-    return end_view, watch_run
-
-
-@app.cell(hide_code=True)
-def _(
-    config,
-    end_view,
-    engine,
-    mo,
-    retry_button,
-    session_runs,
-    set_isolated_ready,
-    set_run_finished,
-    watch_run,
-):
+def _(config, retry_button, set_isolated_ready, set_run_finished, story_runs):
     retry_button.value  # "Run again" submits the same settings anew
-    for _previous in session_runs:
-        _previous.release()  # nobody else waiting for it: the engine drops it
-    run = engine.submit(config, "story")
-    session_runs[:] = [run]
-    stop_button = mo.ui.button(label="Stop", kind="danger", on_click=lambda _: run.stop())
-    if run.done():
-        _view = end_view(run.status())
-    elif mo.app_meta().request is None:  # exported or run as a script: wait here
-        run.wait()
-        _view = end_view(run.status())
-    else:
-        mo.Thread(
-            target=watch_run, args=(run, stop_button, set_isolated_ready, set_run_finished)
-        ).start()
-        _view = mo.md("")
+    run, _view = start_run(
+        story_runs,
+        config,
+        again=retry_button,
+        on_isolated=set_isolated_ready,
+        on_finished=set_run_finished,
+    )
     _view
-    return run, stop_button
+    return (run,)
 
 
 @app.cell(hide_code=True)
-def _(get_isolated_ready, mo, run):
+def _(get_isolated_ready, run):
     get_isolated_ready()  # drawn as soon as the isolated models are ready
     isolated = run.isolated()
     mo.stop(isolated is None)
@@ -484,26 +216,16 @@ def _(get_isolated_ready, mo, run):
 
 
 @app.cell(hide_code=True)
-def _(mo):
+def _():
     normalized_switch = mo.ui.switch(value=True, label="Confusion matrices as shares of each row")
     return (normalized_switch,)
 
 
 @app.cell(hide_code=True)
-def _(charts, config, isolated, mo, normalized_switch, tables):
-    _lines = "\n".join(
-        f"- **Client {r.client}** (never saw {', '.join(map(str, r.excluded)) or 'nothing'}): "
-        f"{r.accuracy:.1%} on all test digits, "
-        + (
-            f"**{r.missing_accuracy:.1%}** on its missing digits"
-            if r.excluded
-            else "no missing digits"
-        )
-        for r in isolated
-    )
+def _(config, isolated, normalized_switch):
     mo.vstack(
         [
-            mo.md(f"## 2. Each client alone\n\n{_lines}"),
+            mo.md(f"## 2. Each client alone\n\n{views.isolated_lines(isolated)}"),
             charts.loss_chart(
                 tables.isolated_losses(isolated),
                 config.num_clients,
@@ -524,28 +246,18 @@ def _(charts, config, isolated, mo, normalized_switch, tables):
 
 
 @app.cell(hide_code=True)
-def _(get_run_finished, keep_run, mo, run):
+def _(get_run_finished, keep_run, run):
     get_run_finished()  # drawn when the whole run is done
     mo.stop(run.status().state != "done")
-    federated = run.result().federated
-    keep_run("story", run.result())
-    return (federated,)
+    story_result = run.result()
+    federated = story_result.federated
+    keep_run("story", story_result)
+    return federated, story_result
 
 
 @app.cell(hide_code=True)
-def _(charts, config, federated, mo, normalized_switch, tables):
-    _rounds = ", ".join(f"{h.accuracy:.1%}" for h in federated.history)
-    _failures = (
-        mo.callout(
-            mo.md(
-                "**Some client updates failed:**\n\n"
-                + "\n".join(f"- {f}" for f in federated.failures)
-            ),
-            kind="warn",
-        )
-        if federated.failures
-        else mo.md("")
-    )
+def _(config, federated, normalized_switch):
+    _rounds = ", ".join(percent(h.accuracy) for h in federated.history)
     mo.vstack(
         [
             mo.md(
@@ -558,7 +270,7 @@ def _(charts, config, federated, mo, normalized_switch, tables):
                 round (0 = before training): {_rounds}.
                 """
             ),
-            _failures,
+            views.failures_callout(federated.failures) or mo.md(""),
             mo.hstack(
                 [
                     charts.history_chart(tables.history(federated.history)),
@@ -579,7 +291,7 @@ def _(charts, config, federated, mo, normalized_switch, tables):
 
 
 @app.cell(hide_code=True)
-def _(charts, config, federated, isolated, mo, tables):
+def _(config, federated, isolated):
     _story = tables.story(isolated, federated)
     if _story.empty:
         _summary = mo.md("## 4. Alone vs together\n\n_No client excludes any digit._")
@@ -615,26 +327,7 @@ def _(charts, config, federated, isolated, mo, tables):
 
 
 @app.cell(hide_code=True)
-def _(federated, mo, report_html, run, run_charts, tables, to_png, to_svg):
-    # Every download is made when clicked, not when the page is drawn.
-    _result = run.result()
-    _charts = run_charts(_result)
-
-    def _report():
-        return report_html([("fedcore run", _result)]).encode()
-
-    def _figure(name, kind):
-        def render():
-            chart = _charts[name]()
-            return to_svg(chart).encode() if kind == "svg" else to_png(chart)
-
-        return render
-
-    _tables = {
-        "accuracies.csv": lambda: tables.accuracies(_result.isolated or [], federated),
-        "accuracy-per-round.csv": lambda: tables.history(federated.history),
-        "client-losses.csv": lambda: tables.federated_client_losses(federated),
-    }
+def _(story_result):
     mo.vstack(
         [
             mo.md(
@@ -642,62 +335,15 @@ def _(federated, mo, report_html, run, run_charts, tables, to_png, to_svg):
                 "every chart inside), the results as JSON, the tables as CSV, and each "
                 "chart as SVG or PNG for papers and slides."
             ),
-            mo.hstack(
-                [
-                    mo.download(_report, "fedcore-report.html", "text/html", label="Report (HTML)"),
-                    mo.download(
-                        lambda: _result.to_json().encode(),
-                        "fedcore-results.json",
-                        "application/json",
-                        label="Results (JSON)",
-                    ),
-                    *[
-                        mo.download(
-                            lambda make=make: make().to_csv(index=False).encode(),
-                            name,
-                            "text/csv",
-                            label=name,
-                        )
-                        for name, make in _tables.items()
-                    ],
-                ],
-                justify="start",
-                wrap=True,
-            ),
-            mo.accordion(
-                {
-                    "Each chart as SVG or PNG": mo.vstack(
-                        [
-                            mo.hstack(
-                                [
-                                    mo.md(name.replace("-", " ")),
-                                    mo.download(
-                                        _figure(name, "svg"),
-                                        f"{name}.svg",
-                                        "image/svg+xml",
-                                        label="SVG",
-                                    ),
-                                    mo.download(
-                                        _figure(name, "png"),
-                                        f"{name}.png",
-                                        "image/png",
-                                        label="PNG",
-                                    ),
-                                ],
-                                justify="start",
-                            )
-                            for name in _charts
-                        ]
-                    )
-                }
-            ),
+            share.downloads(story_result),
+            mo.accordion({"Each chart as SVG or PNG": share.figure_downloads(story_result)}),
         ]
     )
     return
 
 
 @app.cell(hide_code=True)
-def _(mo):
+def _():
     mo.md(
         r"""
         ---
@@ -713,7 +359,15 @@ def _(mo):
         with the same optimiser. Pooling the data is what federated learning
         avoids; the baseline is the upper bound a federated model can hope to
         reach.
+        """
+    )
+    return
 
+
+@app.cell(hide_code=True)
+def _():
+    mo.md(
+        r"""
         **Splits.** The 60,000 training images are shuffled with the seed, then
         cut by one of [Flower Datasets](https://flower.ai/docs/datasets/)' partitioners:
 
@@ -752,335 +406,73 @@ def _(mo):
 
 
 @app.cell(hide_code=True)
-def _(BY_NAME, ConfigError, default_exclusions, defaults, mo):
+def _(defaults):
     # The lab's settings live in the page's address, under their run-config keys
-    # (`?split=classes:2&num-clients=4&num-server-rounds=2&local-epochs=1`; the CLI's
-    # flag names, `clients=4`, are read too): read when the page opens, written when
-    # the lab runs, so a link opens the same lab settings.
-    # (`strategy=fedprox:mu=0.1&privacy=server:noise=0.5,clip=5,delta=1e-05&dropout=0.2`
-    # too; the strategy before the privacy that needs it.)
-    LAB_SETTINGS = ("split", "model", "strategy", "privacy", "num_clients", "num_rounds",
-                    "local_epochs", "fraction_train", "min_train_clients", "dropout",
-                    "target_accuracy", "seed")  # fmt: skip
-    # marimo's own parameters, not settings
-    NOT_SETTINGS = {"file", "kiosk", "mode", "view-as", "show-code", "access_token"}
-
-    def lab_config_with(base, **changes):
-        """`base` with some lab settings changed; the exclude split's exclusions
-        cycled to the number of clients, as the lab's controls make them."""
-        merged = {"split": base.split, "num_clients": base.num_clients} | changes
-        exclude = str(merged["split"]).strip().lower().partition(":")[0] == "exclude"
-        return base.replace(
-            **changes,
-            excluded_digits=default_exclusions(merged["num_clients"]) if exclude else (),
-        )
-
-    def lab_settings_from_url(params):
-        """The lab's starting settings from the page's address, and one line for each
-        parameter that could not be used (its default is used instead)."""
-        names = {BY_NAME[n].key: n for n in LAB_SETTINGS}
-        names |= {BY_NAME[n].flag.removeprefix("--"): n for n in LAB_SETTINGS}
-        given, problems = {}, []
-        for key in params:
-            if key in NOT_SETTINGS:
-                continue
-            if key not in names:
-                known = ", ".join(BY_NAME[n].key for n in LAB_SETTINGS)
-                problems.append(f"`{key}` is not a lab setting (the lab's: {known})")
-                continue
-            given[names[key]] = (key, params.get_all(key)[-1])
-        config = lab_config_with(defaults)
-        for name in LAB_SETTINGS:  # in this order: the clients before the minimum of them
-            if name not in given:
-                continue
-            key, text = given[name]
-            kind = BY_NAME[name].kind
-            try:
-                try:
-                    value = kind(text.strip())
-                except ValueError:
-                    what = "a whole number" if kind is int else "a number"
-                    raise ConfigError(f"{name} must be {what}, got {text!r}") from None
-                config = lab_config_with(config, **{name: value})
-            except ConfigError as error:
-                problems.append(f"`{key}={text}`: {str(error).rstrip('.')}")
-        return config, problems
-
-    def lab_url(config):
-        """The lab's settings of `config` as the page's address spells them."""
-        values = {}
-        for name in LAB_SETTINGS:
-            value = getattr(config, name)
-            values[BY_NAME[name].key] = f"{value:g}" if isinstance(value, float) else str(value)
-        return values
-
-    def write_lab_url(config):
-        """Put the lab's settings of `config` in the page's address."""
-        params = mo.query_params()
-        for name in LAB_SETTINGS:
-            alias = BY_NAME[name].flag.removeprefix("--")
-            if alias != BY_NAME[name].key and alias in params:
-                params.remove(alias)  # the key below says it
-        for key, text in lab_url(config).items():
-            params[key] = text
-
-    lab_defaults, lab_url_problems = lab_settings_from_url(mo.query_params())
-    return lab_defaults, lab_url_problems, write_lab_url
-
-
-@app.cell(hide_code=True)
-def _(BY_NAME, PRIVACY, SPLITS, STRATEGIES, control, lab_defaults, mo):
-    # Labels, ranges and defaults come from the settings table, as the story's; the
-    # values from the page's address, if it gives them.
-    lab_split_kind = mo.ui.dropdown(
-        list(SPLITS), value=lab_defaults.split_kind, label=BY_NAME["split"].label
-    )
-    lab_strategy = mo.ui.dropdown(
-        list(STRATEGIES), value=lab_defaults.strategy_name, label=BY_NAME["strategy"].label
-    )
-    lab_privacy = mo.ui.dropdown(
-        list(PRIVACY), value=lab_defaults.privacy_kind, label=BY_NAME["privacy"].label
-    )
-    lab_dropout = control("dropout", lab_defaults)
-    lab_model = control("model", lab_defaults)
-    lab_clients = control("num_clients", lab_defaults)
-    lab_rounds = control("num_rounds", lab_defaults)
-    lab_epochs = control("local_epochs", lab_defaults)
-    lab_fraction = control("fraction_train", lab_defaults)
-    lab_min_clients = control("min_train_clients", lab_defaults)
-    lab_target = control("target_accuracy", lab_defaults)
-    lab_seed = control("seed", lab_defaults)
+    # (`?split=classes:2&num-clients=4&strategy=fedprox:mu=0.1`): read when the page
+    # opens, written when the lab runs, so a link opens the same lab settings.
+    # Labels, ranges and defaults from the settings table, as the story's; the values
+    # from the address, if it gives them. A parameter control for every kind.
+    lab_defaults, lab_url_problems = lab_settings_from_url(mo.query_params(), defaults)
+    lab_kinds = controls.lab_kinds(lab_defaults)
+    lab_parameters = controls.lab_parameters(lab_defaults)
+    lab_controls = controls.controls(controls.LAB_CONTROLS, lab_defaults)
     lab_run_button = mo.ui.run_button(label="Run the lab", kind="success")
-    return (
-        lab_clients,
-        lab_dropout,
-        lab_epochs,
-        lab_fraction,
-        lab_min_clients,
-        lab_model,
-        lab_privacy,
-        lab_rounds,
-        lab_run_button,
-        lab_seed,
-        lab_split_kind,
-        lab_strategy,
-        lab_target,
-    )
+    return lab_controls, lab_kinds, lab_parameters, lab_run_button, lab_url_problems
 
 
 @app.cell(hide_code=True)
-def _(PRIVACY, STRATEGIES, format_spec, lab_defaults, lab_privacy, lab_strategy, mo):
-    # The strategy's and the privacy's parameters, as written after the colon
-    # (`mu=0.1`): the table's defaults, or the address's for the kind it gave;
-    # none for a kind without parameters.
-    def _parameters(table, name, given_name, given, label):
-        if not table[name]:
-            return None
-        values = given if name == given_name else table[name]
-        text = format_spec(name, values).partition(":")[2]
-        return mo.ui.text(value=text, label=label, full_width=False)
+def _(lab_controls, lab_kinds, lab_parameters, lab_run_button, lab_url_problems):
+    def _chosen(part):
+        return controls.chosen_parameter(lab_parameters, part, lab_kinds.value[part])
 
-    lab_strategy_parameters = _parameters(
-        STRATEGIES,
-        lab_strategy.value,
-        lab_defaults.strategy_name,
-        lab_defaults.strategy_parameters,
-        "its parameters",
-    )
-    lab_privacy_parameters = _parameters(
-        PRIVACY,
-        lab_privacy.value,
-        lab_defaults.privacy_kind,
-        lab_defaults.privacy_parameters,
-        "noise, clip, delta",
-    )
-    return lab_privacy_parameters, lab_strategy_parameters
-
-
-@app.cell(hide_code=True)
-def _(SIZE_LAWS, SPLITS, lab_defaults, lab_split_kind, mo):
-    # The split's parameter: its type, default and meaning from SPLITS.
-    _spec = SPLITS[lab_split_kind.value]
-    if _spec is None:
-        lab_split_parameter = None
-    else:
-        _kind_type, _default, _meaning = _spec
-        if lab_split_kind.value == lab_defaults.split_kind:
-            _default = lab_defaults.split_parameter  # the address's, or `-- --split ...`
-        if _kind_type is str:
-            lab_split_parameter = mo.ui.dropdown(list(SIZE_LAWS), value=_default, label=_meaning)
-        else:
-            lab_split_parameter = mo.ui.number(
-                value=_default, step=0.01 if _kind_type is float else 1, label=_meaning
-            )
-    return (lab_split_parameter,)
-
-
-@app.cell(hide_code=True)
-def _(
-    APP_LIMITS_WHY,
-    BY_NAME,
-    default_exclusions,
-    format_digits,
-    lab_clients,
-    lab_dropout,
-    lab_epochs,
-    lab_fraction,
-    lab_min_clients,
-    lab_model,
-    lab_privacy,
-    lab_privacy_parameters,
-    lab_rounds,
-    lab_run_button,
-    lab_seed,
-    lab_split_kind,
-    lab_split_parameter,
-    lab_strategy,
-    lab_strategy_parameters,
-    lab_target,
-    lab_url_problems,
-    mo,
-):
-    _split = (
-        [lab_split_kind] if lab_split_parameter is None else [lab_split_kind, lab_split_parameter]
-    )
-    _url = []
-    if lab_url_problems:
-        _url.append(
-            mo.callout(
-                mo.md(
-                    "**Some settings in the page's address were not used** (the defaults "
-                    "are):\n\n" + "\n".join(f"- {p}" for p in lab_url_problems)
-                ),
-                kind="warn",
-            )
-        )
-    _exclusions = None
-    if lab_split_kind.value == "exclude":
-        _groups = {}
-        for _client, _digits in enumerate(default_exclusions(lab_clients.value), start=1):
-            _groups.setdefault(_digits, []).append(str(_client))
-        _exclusions = mo.md(
-            "Excluded digits (the story's, cycled): "
-            + "; ".join(
-                f"{format_digits(d)} for client{'s' if len(c) > 1 else ''} {', '.join(c)}"
-                for d, c in _groups.items()
-            )
-            + "."
-        )
+    _exclude = lab_kinds.value["split"] == "exclude"
+    _clients = lab_controls.value["num_clients"]
+    _c, _k = lab_controls, lab_kinds
+    _more = ("fraction_train", "min_train_clients", "target_accuracy", "seed")
     mo.vstack(
-        [
+        views.shown(
             mo.md("## The lab's settings"),
-            *_url,
-            mo.hstack([*_split, lab_model], justify="start", gap=2, wrap=True),
-            *([_exclusions] if _exclusions is not None else []),
-            mo.hstack([lab_clients, lab_rounds, lab_epochs], justify="start", gap=2, wrap=True),
-            mo.hstack(
-                [
-                    element
-                    for element in (
-                        lab_strategy,
-                        lab_strategy_parameters,
-                        lab_privacy,
-                        lab_privacy_parameters,
-                        lab_dropout,
-                    )
-                    if element is not None
-                ],
-                justify="start",
-                gap=2,
-                wrap=True,
+            views.warning_list(
+                "**Some settings in the page's address were not used** (the defaults are):",
+                lab_url_problems,
+            ),
+            views.row(_k["split"], _chosen("split"), _c["model"]),
+            mo.md(f"Excluded digits (the story's, cycled): {views.cycled_exclusions(_clients)}.")
+            if _exclude
+            else None,
+            views.row(_c["num_clients"], _c["num_rounds"], _c["local_epochs"]),
+            views.row(
+                _k["strategy"],
+                _chosen("strategy"),
+                _k["privacy"],
+                _chosen("privacy"),
+                _c["dropout"],
             ),
             mo.accordion(
                 {
-                    "More: clients per round, target accuracy, seed": mo.hstack(
-                        [lab_fraction, lab_min_clients, lab_target, lab_seed],
-                        justify="start",
-                        wrap=True,
+                    "More: clients per round, target accuracy, seed": views.row(
+                        *(_c[n] for n in _more), gap=0.5
                     ),
-                    "What the strategy, privacy and dropout mean": mo.md(
-                        "\n".join(
-                            f"- **{BY_NAME[name].label}**: {BY_NAME[name].help}."
-                            for name in ("strategy", "privacy", "dropout")
-                        )
+                    "What the strategy, privacy and dropout mean": views.settings_help(
+                        ("strategy", "privacy", "dropout")
                     ),
                 }
             ),
             mo.md(f"<small>{APP_LIMITS_WHY}</small>"),
             lab_run_button,
-        ]
+        )
     )
     return
 
 
 @app.cell(hide_code=True)
-def _(
-    BY_NAME,
-    ConfigError,
-    default_exclusions,
-    defaults,
-    lab_clients,
-    lab_dropout,
-    lab_epochs,
-    lab_fraction,
-    lab_min_clients,
-    lab_model,
-    lab_privacy,
-    lab_privacy_parameters,
-    lab_rounds,
-    lab_seed,
-    lab_split_kind,
-    lab_split_parameter,
-    lab_strategy,
-    lab_strategy_parameters,
-    lab_target,
-    mo,
-):
-    def _value(name, element):
-        """A control's value as the setting's type; None (an empty field) stays
-        None for the config to refuse."""
-        value = element.value
-        if value is None or isinstance(value, str):
-            return value
-        if BY_NAME[name].kind is int:
-            return int(value) if float(value).is_integer() else value
-        return round(float(value), 6)  # a slider's 0.30000000000000004
-
-    _kind = lab_split_kind.value
-    if lab_split_parameter is None:
-        _split = _kind
-    elif isinstance(lab_split_parameter.value, int | float):
-        _split = f"{_kind}:{lab_split_parameter.value:g}"
-    else:  # an emptied field reads "?", which the config refuses with the parameter's meaning
-        _split = f"{_kind}:{lab_split_parameter.value or '?'}"
-
-    def _spec(kind, parameters):
-        """`"fedprox"` and `"mu=0.5"` -> `"fedprox:mu=0.5"`; the config checks and
-        normalises it (`format_spec`)."""
-        text = "" if parameters is None else parameters.value.strip()
-        return f"{kind.value}:{text}" if text else kind.value
-
+def _(defaults, lab_controls, lab_kinds, lab_parameters):
     try:
-        lab_config = defaults.replace(
-            split=_split,
-            strategy=_spec(lab_strategy, lab_strategy_parameters),
-            privacy=_spec(lab_privacy, lab_privacy_parameters),
-            dropout=_value("dropout", lab_dropout),
-            excluded_digits=default_exclusions(lab_clients.value) if _kind == "exclude" else (),
-            model=lab_model.value,
-            num_clients=_value("num_clients", lab_clients),
-            num_rounds=_value("num_rounds", lab_rounds),
-            local_epochs=_value("local_epochs", lab_epochs),
-            fraction_train=_value("fraction_train", lab_fraction),
-            min_train_clients=_value("min_train_clients", lab_min_clients),
-            target_accuracy=_value("target_accuracy", lab_target),
-            seed=_value("seed", lab_seed),
+        lab_config = lab_config_from_controls(
+            lab_kinds.value, lab_parameters.value, lab_controls.value, defaults
         )
     except ConfigError as _error:
-        lab_config = None
-        _message = mo.callout(
-            mo.md(f"**These lab settings cannot run:** {str(_error).rstrip('.')}."), kind="danger"
-        )
+        lab_config, _message = None, views.refusal(_error, "These lab settings")
     else:
         _message = None
     _message
@@ -1088,24 +480,24 @@ def _(
 
 
 @app.cell(hide_code=True)
-def _(mo):
-    lab_runs = []  # the lab's run in this session, released when another is asked for
+def _():
+    lab_runs = RunSlot(engine, "all")  # the lab's run in this session
     get_lab_request, set_lab_request = mo.state(None)  # the settings "Run the lab" sent
     get_lab_finished, set_lab_finished = mo.state(None)
     return get_lab_finished, get_lab_request, lab_runs, set_lab_finished, set_lab_request
 
 
 @app.cell(hide_code=True)
-def _(lab_config, lab_run_button, set_lab_request, write_lab_url):
+def _(lab_config, lab_run_button, set_lab_request):
     # Only the button starts a run: moving a control neither starts nor stops one.
     if lab_run_button.value and lab_config is not None:
         set_lab_request(lab_config)
-        write_lab_url(lab_config)  # a link to the page now opens these settings
+        write_lab_url(mo.query_params(), lab_config)  # a link now opens these settings
     return
 
 
 @app.cell(hide_code=True)
-def _(get_lab_request, lab_config, mo):
+def _(get_lab_request, lab_config):
     _shown = get_lab_request()
     mo.md(
         "_The settings above are not those of the run below: press **Run the lab** to run them._"
@@ -1114,32 +506,21 @@ def _(get_lab_request, lab_config, mo):
 
 
 @app.cell(hide_code=True)
-def _(end_view, engine, get_lab_request, lab_runs, mo, set_lab_finished, watch_run):
+def _(get_lab_request, lab_runs, set_lab_finished):
     lab_request = get_lab_request()
     mo.stop(lab_request is None)
-    lab_run = engine.submit(lab_request, "all")
-    for _previous in lab_runs:  # after submitting: the same settings again keep their run
-        _previous.release()
-    lab_runs[:] = [lab_run]
-    lab_stop_button = mo.ui.button(label="Stop", kind="danger", on_click=lambda _: lab_run.stop())
-    _again = mo.md("Press **Run the lab** to run it again.")
-    if lab_run.done():
-        _view = end_view(lab_run.status(), _again)
-    elif mo.app_meta().request is None:  # exported or run as a script: wait here
-        lab_run.wait()
-        _view = end_view(lab_run.status(), _again)
-    else:
-        mo.Thread(
-            target=watch_run,
-            args=(lab_run, lab_stop_button, lambda _run: None, set_lab_finished, _again),
-        ).start()
-        _view = mo.md("")
+    lab_run, _view = start_run(
+        lab_runs,
+        lab_request,
+        again=mo.md("Press **Run the lab** to run it again."),
+        on_finished=set_lab_finished,
+    )
     _view
-    return lab_run, lab_stop_button
+    return (lab_run,)
 
 
 @app.cell(hide_code=True)
-def _(get_lab_finished, keep_run, lab_run, mo):
+def _(get_lab_finished, keep_run, lab_run):
     get_lab_finished()  # drawn when the lab's run is done
     mo.stop(lab_run.status().state != "done")
     lab_result = lab_run.result()
@@ -1148,64 +529,11 @@ def _(get_lab_finished, keep_run, lab_run, mo):
 
 
 @app.cell(hide_code=True)
-def _(charts, lab_result, mo, tables):
-    _config = lab_result.config
-    _n = _config.num_clients
-    _summary = tables.lab_summary(lab_result)
-    _table = mo.md(
-        "\n".join(
-            ["| model or measure | result |", "| :--- | ---: |"]
-            + [f"| {m} | **{t}** |" for m, t in zip(_summary.measure, _summary.text, strict=True)]
-        )
-    )
-    _failures = lab_result.federated.failures
-    _warnings = []
-    if lab_result.unlearnable_digits:
-        _missing = ", ".join(map(str, lab_result.unlearnable_digits))
-        _warnings.append(
-            mo.callout(
-                mo.md(
-                    f"**No client has any image of {_missing}.** "
-                    "No model, federated or centralized, can learn a digit that is in "
-                    "nobody's data: expect 0% on it everywhere."
-                ),
-                kind="warn",
-            )
-        )
-    if _failures:
-        _warnings.append(
-            mo.callout(
-                mo.md(
-                    "**Some client updates failed:**\n\n" + "\n".join(f"- {f}" for f in _failures)
-                ),
-                kind="warn",
-            )
-        )
-    _charts = [
-        charts.rounds_with_references_chart(
-            tables.federated_rounds(lab_result.federated.history),
-            tables.reference_lines(lab_result),
-        )
-    ]
-    if lab_result.cross_accuracy is not None:
-        _charts.append(
-            charts.cross_accuracy_chart(tables.cross_accuracy(lab_result.cross_accuracy), _n)
-        )
-    _cross_note = (
-        [
-            mo.md(
-                "The cross matrix: row i is client i's model, trained alone; column j scores it "
-                "on test images drawn with client j's mix of digits (its accuracy on each "
-                "digit, weighted by client j's training images of that digit). The outlined "
-                "diagonal is each model on data like its own; off the diagonal, on the "
-                "others' data."
-            )
-        ]
-        if len(_charts) > 1
-        else []
-    )
+def _(lab_result):
+    _config, _n = lab_result.config, lab_result.config.num_clients
+    _charts = views.lab_charts(lab_result)
     mo.vstack(
-        [
+        views.shown(
             mo.md(
                 f"""
                 ## The lab's results
@@ -1215,10 +543,11 @@ def _(charts, lab_result, mo, tables):
                 `python -m fedcore run {_config.summary()}`
                 """
             ),
-            *_warnings,
+            views.unlearnable_warning(lab_result.unlearnable_digits),
+            views.failures_callout(lab_result.federated.failures),
             mo.hstack(
                 [
-                    _table,
+                    views.lab_summary_table(lab_result),
                     charts.label_distribution_chart(
                         tables.split_counts(lab_result.label_counts), _n
                     ),
@@ -1227,56 +556,23 @@ def _(charts, lab_result, mo, tables):
                 gap=2,
                 widths="equal",
             ),
-            *_cross_note,
+            mo.md(
+                "The cross matrix: row i is client i's model, trained alone; column j scores it "
+                "on test images drawn with client j's mix of digits (its accuracy on each "
+                "digit, weighted by client j's training images of that digit). The outlined "
+                "diagonal is each model on data like its own; off the diagonal, on the "
+                "others' data."
+            )
+            if len(_charts) > 1
+            else None,
             mo.hstack(_charts, justify="start", align="start", gap=2, wrap=True),
-        ]
+        )
     )
     return
 
 
 @app.cell(hide_code=True)
-def _(charts, lab_result, mo, tables):
-    # Inside the rounds: what the strategy recorded in each round. Results saved
-    # before it was recorded have empty fields: a line says so instead of a chart.
-    _config, _history = lab_result.config, lab_result.federated.history
-
-    def _or_note(table, draw, missing):
-        return draw(table) if len(table) else mo.md(f"_{missing}_")
-
-    _views = [
-        _or_note(
-            tables.digit_rounds(_history),
-            charts.digit_rounds_chart,
-            "No accuracy per digit in these results (saved before it was recorded).",
-        ),
-        _or_note(
-            tables.client_drift(_history),
-            lambda drift: charts.client_drift_chart(drift, _config.num_clients),
-            "No client updates recorded in these results (saved before they were).",
-        ),
-        _or_note(
-            tables.communication(_history),
-            charts.communication_chart,
-            "No communication recorded in these results (saved before it was).",
-        ),
-    ]
-    if _config.privacy_kind != "off":
-        _views.append(
-            _or_note(
-                tables.privacy_spent(_history),
-                lambda spent: charts.privacy_chart(spent, _config.privacy_parameters["delta"]),
-                "No epsilon recorded in these results.",
-            )
-        )
-    _answers = tables.clients_answered(_history)
-    if _config.dropout or lab_result.federated.failures or _answers.missing.any():
-        _views.append(
-            _or_note(
-                _answers,
-                charts.clients_answered_chart,
-                "How many clients answered is not recorded in these results.",
-            )
-        )
+def _(lab_result):
     mo.vstack(
         [
             mo.md(
@@ -1289,20 +585,30 @@ def _(charts, lab_result, mo, tables):
                 large it is; and the weights exchanged with the clients.
                 """
             ),
-            mo.hstack(_views, justify="start", align="start", gap=2, wrap=True),
+            mo.hstack(
+                views.round_views(lab_result), justify="start", align="start", gap=2, wrap=True
+            ),
         ]
     )
     return
 
 
 @app.cell(hide_code=True)
-def _(mo):
-    runs_file = mo.ui.file(filetypes=[".json"], multiple=True, label="Load results files (JSON)")
-    return (runs_file,)
+def _():
+    # "Compare runs" keeps every run finished on this page (the story's, the lab's)
+    # and every results file loaded: `(name, result)`, in the order they came.
+    get_kept_runs, set_kept_runs = mo.state([])
+    get_pinned_runs, set_pinned_runs = mo.state([])  # the names pinned, kept across redraws
+
+    def keep_run(source, result, file=None):
+        set_kept_runs(compare.kept_with(get_kept_runs(), source, result, file))
+
+    return get_kept_runs, get_pinned_runs, keep_run, set_pinned_runs
 
 
 @app.cell(hide_code=True)
-def _(mo, runs_file):
+def _():
+    runs_file = mo.ui.file(filetypes=[".json"], multiple=True, label="Load results files (JSON)")
     mo.vstack(
         [
             mo.md(
@@ -1321,105 +627,48 @@ def _(mo, runs_file):
             runs_file,
         ]
     )
-    return
+    return (runs_file,)
 
 
 @app.cell(hide_code=True)
-def _(ExperimentResult, ResultsError, html, keep_run, mo, runs_file):
-    def _read(upload):
-        """A results file's text as a result; `ResultsError` (naming the file) if it
-        is not one, as `ExperimentResult.load` says it."""
-        try:
-            return ExperimentResult.from_json(upload.contents.decode("utf-8"))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ResultsError(f"{upload.name}: not a fedcore results file ({error})") from None
-
+def _(keep_run, runs_file):
     _problems = []
     for _upload in runs_file.value:
         try:
-            keep_run("file", _read(_upload), file=_upload.name)
+            _result = compare.read_results_file(_upload.name, _upload.contents)
         except ResultsError as _error:
-            _problems.append(
-                mo.callout(mo.Html(f"<b>Not loaded:</b> {html.escape(str(_error))}"), kind="danger")
-            )
+            _problems.append(compare.not_loaded(_error))
+        else:
+            keep_run("file", _result, file=_upload.name)
     mo.vstack(_problems) if _problems else None
     return
 
 
 @app.cell(hide_code=True)
-def _(get_kept_runs, get_pinned_runs, mo, set_pinned_runs):
-    _names = [name for name, _ in get_kept_runs()]
-    pin_select = mo.ui.multiselect(
-        options=_names,
-        value=[name for name in get_pinned_runs() if name in _names],
-        label="Pinned runs",
-        on_change=set_pinned_runs,
-        full_width=True,
-    )
+def _(get_kept_runs, get_pinned_runs, set_pinned_runs):
+    pin_select = compare.pin_select(get_kept_runs(), get_pinned_runs(), set_pinned_runs)
     return (pin_select,)
 
 
 @app.cell(hide_code=True)
-def _(charts, get_kept_runs, html, mo, pin_select, report_html, tables):
+def _(get_kept_runs, pin_select):
     _kept = get_kept_runs()
     _pinned = [(name, result) for name, result in _kept if name in pin_select.value]
-
-    def _short(name):
-        return name.partition(": ")[0]  # "lab 2", "file 3 (x.json)"
-
-    def _table(head, rows):
-        """A table of text, for runs' names and settings (escaped, `|` too)."""
-
-        def cells(values):
-            return "| " + " | ".join(html.escape(v).replace("|", "\\|") for v in values) + " |"
-
-        lines = [cells(head), "| :--- " + "| ---: " * (len(head) - 1) + "|"]
-        return mo.md("\n".join(lines + [cells(row) for row in rows]))
-
-    if len(_pinned) < 2:
-        _hint = (
-            "Pin two or more runs above to see them side by side."
-            if len(_kept) >= 2
-            else f"{len(_kept)} run{'' if len(_kept) == 1 else 's'} kept so far: run the lab "
-            "(with other settings than the story's) or load a results file to have two to "
-            "compare."
-        )
-        _view = [mo.md(f"_{_hint}_")]
-    else:
-        _names = [_short(name) for name, _ in _pinned]
-        _differ = tables.differing_settings(_pinned)
-        _settings = (
-            _table(
-                ["setting", *_names],
-                [[f"{r[1]} ({r[0]})", *r[2:]] for r in _differ.itertuples(index=False)],
-            )
-            if len(_differ)
-            else mo.md("_The pinned runs have the same settings._")
-        )
-        _finals = tables.runs_final_accuracies(_pinned)
-        _accuracies = _table(
-            ["model, test set", *_names],
-            [
-                [f"{r[0]}, {r[1]}", *("-" if v is None else f"{v:.1%}" for v in r[2:])]
-                for r in _finals.itertuples(index=False)
-            ],
-        )
-        _history = tables.runs_history(_pinned)
-        _overlay = (
-            charts.runs_history_chart(_history)
-            if len(_history)
-            else mo.md("_None of the pinned runs has a federated model._")
-        )
-        _view = [
+    mo.stop(len(_pinned) < 2, mo.vstack([pin_select, compare.compare_hint(_kept)]))
+    _history = tables.runs_history(_pinned)
+    _no_history = mo.md("_None of the pinned runs has a federated model._")
+    mo.vstack(
+        [
+            pin_select,
             mo.hstack(
                 [
-                    _overlay,
+                    charts.runs_history_chart(_history) if len(_history) else _no_history,
                     mo.vstack(
                         [
                             mo.md("### Settings that differ"),
-                            _settings,
+                            compare.differing_settings_table(_pinned),
                             mo.md("### Final accuracy"),
-                            _accuracies,
+                            compare.final_accuracies_table(_pinned),
                         ]
                     ),
                 ],
@@ -1428,19 +677,9 @@ def _(charts, get_kept_runs, html, mo, pin_select, report_html, tables):
                 gap=2,
                 wrap=True,
             ),
-            mo.hstack(
-                [
-                    mo.download(
-                        lambda: report_html(_pinned).encode(),
-                        "fedcore-compare.html",
-                        "text/html",
-                        label="These runs side by side (HTML report)",
-                    )
-                ],
-                justify="start",
-            ),
+            mo.hstack([compare.compare_download(_pinned)], justify="start"),
         ]
-    mo.vstack([pin_select, *_view])
+    )
     return
 
 

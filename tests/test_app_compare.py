@@ -10,7 +10,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from fedcore.experiment.config import ExperimentConfig, default_exclusions
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.specs import default_exclusions
 from fedcore.report import charts, tables
 
 from .test_app import chart_spec, cli_beside_the_page, launch_chromium, serve_app

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedcore.data.mnist import DataError, load_from_hub, load_idx_folder, load_mnist
 from fedcore.data import mnist as data_module
+from fedcore.data.mnist import DataError, load_from_hub, load_idx_folder, load_mnist
 
 LABELS = "train-labels-idx1-ubyte"
 IMAGES = "train-images-idx3-ubyte"

@@ -10,11 +10,11 @@ import uuid
 import pytest
 import torch
 
-from fedcore.data import storage
-from fedcore.data.storage import atomic_write_text
+from fedcore import storage
 from fedcore.deploy.processes import processes_with_env, stop_processes
 from fedcore.engine import cache as engine_cache
 from fedcore.engine.cache import ResultCache
+from fedcore.storage import atomic_write_text
 
 from .conftest import REPO
 

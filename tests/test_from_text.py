@@ -37,7 +37,7 @@ def test_cli_flags_run_config_and_text_give_the_same_config():
 def test_a_cli_flag_with_bad_text_is_one_line_from_the_reader(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--clients", "five"])
-    assert "argument --clients: num-clients must be a whole number, got 'five'" in (
+    assert "argument --clients: num_clients must be a whole number, got 'five'" in (
         capsys.readouterr().err
     )
 

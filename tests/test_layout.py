@@ -94,6 +94,17 @@ def test_no_module_of_fedcore_imports_one_that_imports_it_back():
     assert found == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
+def test_the_packages_are_layers_none_imports_one_that_imports_it_back():
+    """At the level of folders too: experiment, then data, learning, flower, engine,
+    then report, app, cli and deploy on top; `fedcore.storage` beneath them all."""
+    package = {name: ".".join(name.split(".")[:2]) for name in MODULES}
+    graph: dict[str, set[str]] = {p: set() for p in package.values()}
+    for name, targets in import_graph().items():
+        graph[package[name]] |= {package[t] for t in targets} - {package[name]}
+    found = cycles(graph)
+    assert found == [], "package cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
 def test_only_fedcore_app_imports_marimo():
     users = [
         name

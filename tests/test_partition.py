@@ -12,10 +12,10 @@ from fedcore.data.partition import (
     partition_clients,
     split_indices,
 )
-from fedcore.data.storage import cache_dir
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.specs import ConfigError, Split
 from fedcore.report.tables import label_counts
+from fedcore.storage import cache_dir
 
 
 def test_reference_split(small_config):

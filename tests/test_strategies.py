@@ -9,7 +9,6 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedcore.experiment.config import ExperimentConfig
-
 from fedcore.experiment.specs import STRATEGIES, ConfigError
 from fedcore.flower.strategies import RecordingStrategy, RunLog, flower_strategy
 from fedcore.learning.evaluation import digit_accuracy

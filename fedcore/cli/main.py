@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedcore.data.storage import atomic_write_text
 from fedcore.engine import PHASES, EngineError, run_experiment
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.from_text import parse_value
@@ -24,6 +23,7 @@ from fedcore.experiment.settings import SETTINGS, Setting
 from fedcore.experiment.specs import ConfigError
 from fedcore.report.labels import percent
 from fedcore.report.text import format_table
+from fedcore.storage import atomic_write_text
 
 DEFAULTS = ExperimentConfig()
 

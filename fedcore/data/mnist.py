@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedcore.data.storage import atomic_file, cache_dir
 from fedcore.experiment.config import DATA_DIR_ENV, ExperimentConfig
+from fedcore.storage import atomic_file, cache_dir
 
 HUB_DATASET = "ylecun/mnist"
 IMAGE_SIDE = 28

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from fedcore.data.storage import atomic_file, cache_dir
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.specs import ConfigError, Split
+from fedcore.storage import atomic_file, cache_dir
 
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner

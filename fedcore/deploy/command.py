@@ -30,9 +30,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedcore.data.storage import atomic_write_bytes
 from fedcore.deploy.federation import DeploymentError, Federation, holder_name
 from fedcore.deploy.network import Namespaces, NetworkError
+from fedcore.storage import atomic_write_bytes
 
 DEFAULT_TIMEOUT = 900.0
 

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from fedcore.data.partition import ClientPartition
-from fedcore.data.storage import atomic_write_bytes, cache_dir
 from fedcore.experiment.config import ExperimentConfig
+from fedcore.storage import atomic_write_bytes, cache_dir
 
 FEDCORE_ROOT = Path(__file__).resolve().parent.parent
 # Libraries whose versions can change the numbers (kernels, RNGs, aggregation).

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedcore.data.storage import atomic_write_text
 from fedcore.engine.cache import code_fingerprint
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results import ExperimentResult, ResultsError
 from fedcore.experiment.settings import Setting
 from fedcore.experiment.specs import ConfigError, parse_exclusions
+from fedcore.storage import atomic_write_text
 
 MAX_CELLS = 1000
 

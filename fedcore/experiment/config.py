@@ -285,16 +285,3 @@ class ExperimentConfig:
 
 
 RUN_CONFIG_KEYS: dict[str, str] = {s.name: s.key for s in SETTINGS}
-
-# TEMPORARY (issue 18 in progress): names app.py still imports from here.
-from fedcore.experiment.specs import (  # noqa: E402, F401, I001
-    PRIVACY,
-    SIZE_LAWS,
-    SPLITS,
-    STRATEGIES,
-    format_digits,
-)
-
-
-def format_spec(name: str, values: dict[str, float]) -> str:  # TEMPORARY, see above
-    return str(Spec(name, tuple(values.items())))

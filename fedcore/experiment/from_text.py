@@ -47,13 +47,13 @@ def parse_value(setting: Setting, text: str) -> Any:
         except ValueError:
             number = None
         if number is None or not number.is_integer():
-            raise ConfigError(f"{setting.key} must be a whole number, got {text!r}")
+            raise ConfigError(f"{setting.name} must be a whole number, got {text!r}")
         return int(number)
     if setting.kind is float:
         try:
             return float(text)
         except ValueError:
-            raise ConfigError(f"{setting.key} must be a number, got {text!r}") from None
+            raise ConfigError(f"{setting.name} must be a number, got {text!r}") from None
     return text
 
 
@@ -84,7 +84,7 @@ def lenient_config_from_text(
 ) -> tuple[ExperimentConfig, list[str]]:
     """Settings from text that a visitor typed (the page's address): every usable one
     applied in the settings table's order, the others left at `base`'s value with
-    one line each saying why."""
+    one line each saying why (the page shows them; the default stays)."""
     allowed = tuple(allowed)
     given: dict[str, tuple[str, str]] = {}
     problems: list[str] = []
@@ -95,7 +95,7 @@ def lenient_config_from_text(
             setting = None
         if setting is None or setting.name not in allowed:
             known = ", ".join(s.key for s in SETTINGS if s.name in allowed)
-            problems.append(f"`{key}` is not a {what} (the {what}s: {known})")
+            problems.append(f"`{key}` is not a {what} (known: {known})")
             continue
         given[setting.name] = (key, text)
     config = base
@@ -106,7 +106,7 @@ def lenient_config_from_text(
         try:
             config = config.replace(**{setting.name: parse_value(setting, text)})
         except ConfigError as error:
-            problems.append(f"`{key}={text}`: {error}; the default is used")
+            problems.append(f"`{key}={text}`: {str(error).rstrip('.')}")
     return config, problems
 
 

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedcore.data.storage import atomic_write_text
 from fedcore.experiment.config import ExperimentConfig
+from fedcore.storage import atomic_write_text
 
 
 class ResultsError(ValueError):

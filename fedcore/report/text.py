@@ -3,6 +3,9 @@ markdown for the page, both rendered from the tables of `fedcore.report.tables`.
 
 from __future__ import annotations
 
+import html
+from collections.abc import Iterable, Sequence
+
 import pandas as pd
 
 from fedcore.experiment.results import ExperimentResult
@@ -73,26 +76,31 @@ def format_table(result: ExperimentResult) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(rows: pd.DataFrame, columns: dict[str, str], bold: str = "") -> str:
-    """A table as markdown: `columns` maps a column of `rows` to its heading (the
-    first left-aligned, the others right-aligned); `bold`: a column written in bold."""
-    names = list(columns)
-    head = "| " + " | ".join(columns.values()) + " |"
-    rule = "| :--- |" + "".join(" ---: |" for _ in names[1:])
-    body = [
-        "| " + " | ".join(f"**{row[c]}**" if c == bold else str(row[c]) for c in names) + " |"
-        for row in rows.to_dict("records")
-    ]
-    return "\n".join([head, rule, *body])
+def markdown_table(
+    head: Sequence[str], rows: Iterable[Sequence[object]], bold: int | None = None
+) -> str:
+    """A table as markdown, the first column left-aligned and the others right-aligned;
+    every cell escaped (`<`, `&` and `|` too: names and settings come from files people
+    hand us); `bold`: the index of a column written in bold."""
+
+    def line(values: Sequence[object], bold: int | None = None) -> str:
+        cells = [html.escape(str(v)).replace("|", "\\|") for v in values]
+        if bold is not None:
+            cells[bold] = f"**{cells[bold]}**"
+        return "| " + " | ".join(cells) + " |"
+
+    rule = "| :--- |" + "".join(" ---: |" for _ in head[1:])
+    return "\n".join([line(head), rule, *(line(row, bold) for row in rows)])
 
 
 def summary_markdown(summary: pd.DataFrame) -> str:
     """`tables.lab_summary` as the page's markdown: `| model or measure | result |`,
     the results in bold."""
-    return markdown_table(summary, {"measure": "model or measure", "text": "result"}, bold="text")
+    rows = zip(summary.measure, summary.text, strict=True)
+    return markdown_table(["model or measure", "result"], rows, bold=1)
 
 
 def accuracy_markdown(table: pd.DataFrame) -> str:
     """An `accuracy_table` as markdown, accuracies as `"95.8%"` (`"-"`: not measured)."""
     shown = tables.accuracy_display(table, as_text=True)
-    return markdown_table(shown, {column: column for column in shown.columns})
+    return markdown_table(list(shown.columns), shown.itertuples(index=False))

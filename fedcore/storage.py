@@ -1,5 +1,9 @@
 """Where fedcore keeps files, and atomic writes so an interrupted run never leaves
-a file that later loads as a result."""
+a file that later loads as a result.
+
+The one module outside the packages: every layer writes files (results, the data
+and split caches, the engine's cache, sweeps, the deployment's keys), so it sits
+below all of them and imports nothing of fedcore."""
 
 from __future__ import annotations
 
