@@ -417,18 +417,24 @@ def _(defaults):
     lab_parameters = controls.lab_parameters(lab_defaults)
     lab_controls = controls.controls(controls.LAB_CONTROLS, lab_defaults)
     lab_run_button = mo.ui.run_button(label="Run the lab", kind="success")
-    return lab_controls, lab_kinds, lab_parameters, lab_run_button, lab_url_problems
+    # Laid out here, once: a cell that shows a control runs again when it moves, and
+    # a slider drawn anew while it is being moved can lose its last step.
+    _c, _more = lab_controls, ("fraction_train", "min_train_clients", "target_accuracy", "seed")
+    lab_layout = {
+        "model": mo.as_html(_c["model"]),
+        "sizes": views.row(_c["num_clients"], _c["num_rounds"], _c["local_epochs"]),
+        "dropout": mo.as_html(_c["dropout"]),
+        "more": views.row(*(_c[n] for n in _more), gap=0.5),
+    }
+    return lab_controls, lab_kinds, lab_layout, lab_parameters, lab_run_button, lab_url_problems
 
 
 @app.cell(hide_code=True)
-def _(lab_controls, lab_kinds, lab_parameters, lab_run_button, lab_url_problems):
+def _(lab_kinds, lab_layout, lab_parameters, lab_run_button, lab_url_problems):
     def _chosen(part):
         return controls.chosen_parameter(lab_parameters, part, lab_kinds.value[part])
 
-    _exclude = lab_kinds.value["split"] == "exclude"
-    _clients = lab_controls.value["num_clients"]
-    _c, _k = lab_controls, lab_kinds
-    _more = ("fraction_train", "min_train_clients", "target_accuracy", "seed")
+    _k = lab_kinds
     mo.vstack(
         views.shown(
             mo.md("## The lab's settings"),
@@ -436,23 +442,18 @@ def _(lab_controls, lab_kinds, lab_parameters, lab_run_button, lab_url_problems)
                 "**Some settings in the page's address were not used** (the defaults are):",
                 lab_url_problems,
             ),
-            views.row(_k["split"], _chosen("split"), _c["model"]),
-            mo.md(f"Excluded digits (the story's, cycled): {views.cycled_exclusions(_clients)}.")
-            if _exclude
-            else None,
-            views.row(_c["num_clients"], _c["num_rounds"], _c["local_epochs"]),
+            views.row(_k["split"], _chosen("split"), lab_layout["model"]),
+            lab_layout["sizes"],
             views.row(
                 _k["strategy"],
                 _chosen("strategy"),
                 _k["privacy"],
                 _chosen("privacy"),
-                _c["dropout"],
+                lab_layout["dropout"],
             ),
             mo.accordion(
                 {
-                    "More: clients per round, target accuracy, seed": views.row(
-                        *(_c[n] for n in _more), gap=0.5
-                    ),
+                    "More: clients per round, target accuracy, seed": lab_layout["more"],
                     "What the strategy, privacy and dropout mean": views.settings_help(
                         ("strategy", "privacy", "dropout")
                     ),
@@ -466,6 +467,15 @@ def _(lab_controls, lab_kinds, lab_parameters, lab_run_button, lab_url_problems)
 
 
 @app.cell(hide_code=True)
+def _(lab_controls, lab_kinds):
+    _clients = lab_controls.value["num_clients"]
+    mo.md(
+        f"Excluded digits (the story's, cycled): {views.cycled_exclusions(_clients)}."
+    ) if lab_kinds.value["split"] == "exclude" else None
+    return
+
+
+@app.cell(hide_code=True)
 def _(defaults, lab_controls, lab_kinds, lab_parameters):
     try:
         lab_config = lab_config_from_controls(
@@ -473,8 +483,8 @@ def _(defaults, lab_controls, lab_kinds, lab_parameters):
         )
     except ConfigError as _error:
         lab_config, _message = None, views.refusal(_error, "These lab settings")
-    else:
-        _message = None
+    else:  # what the button will run, as the engine will get it
+        _message = mo.md(f"<small>Run the lab runs: {tables.run_label(lab_config)}.</small>")
     _message
     return (lab_config,)
 

@@ -165,6 +165,10 @@ def test_lab_run_in_the_browser_equals_the_cli(mnist_dir, tmp_path):
                         page.keyboard.press("ArrowRight")
                 expect(sliders.nth(0)).to_have_attribute("aria-valuenow", str(LAB["clients"]))
                 expect(sliders.nth(1)).to_have_attribute("aria-valuenow", str(LAB["rounds"]))
+                # the server has the sliders' last values (the browser sends them a little later)
+                will_run = "Run the lab runs: {split}, {clients} clients, mlp, {rounds} rounds"
+                will_run = will_run.format(**LAB)
+                expect(page.get_by_text(will_run)).to_be_visible(timeout=30_000)
                 lab.get_by_role("button", name="Run the lab").click()
 
                 results_heading = page.get_by_role("heading", name="The lab's results")
