@@ -417,8 +417,8 @@ def _(defaults):
     lab_parameters = controls.lab_parameters(lab_defaults)
     lab_controls = controls.controls(controls.LAB_CONTROLS, lab_defaults)
     lab_run_button = mo.ui.run_button(label="Run the lab", kind="success")
-    # Laid out here, once: a cell that shows a control runs again when it moves, and
-    # a slider drawn anew while it is being moved can lose its last step.
+    # Laid out here, once: a cell that shows a control runs again whenever it moves,
+    # so the settings view below runs again only when a kind changes.
     _c, _more = lab_controls, ("fraction_train", "min_train_clients", "target_accuracy", "seed")
     lab_layout = {
         "model": mo.as_html(_c["model"]),
