@@ -1,2 +1,3 @@
-"""Results to share: the run's charts as files (figures.py) and one self-contained
-HTML report that opens anywhere, offline included (html.py)."""
+"""The report: results as tables (one accuracy table, rendered for the terminal, HTML
+and the page), altair charts, figures as files, the self-contained HTML report, and the
+labels people read, in one place (labels.py)."""
