@@ -100,9 +100,8 @@ def _reader(setting: Setting) -> Callable[[str], Any]:
         try:
             return parse_value(setting, text)
         except ConfigError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
+            raise argparse.ArgumentTypeError(str(error)) from None  # argparse prints it
 
-    read.__name__ = setting.kind.__name__  # argparse names the type in its messages
     return read
 
 

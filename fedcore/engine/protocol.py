@@ -112,7 +112,6 @@ class Cancelled:
     job: int
 
 
-ToEngine = Run | Cancel
 ToSupervisor = Ready | Event | Done | Failed | Cancelled
 
 

@@ -57,23 +57,16 @@ def parse_value(setting: Setting, text: str) -> Any:
     return text
 
 
-def config_from_values(
-    values: Mapping[str, Any], base: ExperimentConfig | None = None
-) -> ExperimentConfig:
-    """`base` (default: the reference) with settings changed, keyed by any spelling,
-    values already typed (a `None` value is left out)."""
-    changes = {find_setting(key).name: value for key, value in values.items() if value is not None}
-    return (base or ExperimentConfig()).replace(**changes)
-
-
 def config_from_text(
     values: Mapping[str, str], base: ExperimentConfig | None = None
 ) -> ExperimentConfig:
-    """`base` with settings changed from text, keyed by any spelling:
-    `{"clients": "5", "split": "dirichlet:0.1"}`."""
-    return config_from_values(
-        {key: parse_value(find_setting(key), str(text)) for key, text in values.items()}, base
-    )
+    """`base` (default: the reference) with settings changed from text, keyed by any
+    spelling: `{"clients": "5", "split": "dirichlet:0.1"}`."""
+    changes = {}
+    for key, text in values.items():
+        setting = find_setting(key)
+        changes[setting.name] = parse_value(setting, str(text))
+    return (base or ExperimentConfig()).replace(**changes)
 
 
 def lenient_config_from_text(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fedcore.experiment.specs import format_digits
+
 # ------------------------------------------------------------- models (charts, page, HTML)
 FEDERATED = "Federated"
 CENTRALIZED = "Centralized (all data pooled)"
@@ -65,7 +67,7 @@ def client_alone(client: int) -> str:
 
 def text_isolated(client: int, excluded: Sequence[int]) -> str:
     """`"isolated 1 (-1,3,7)"`: a client's isolated model in the terminal table."""
-    return f"isolated {client} (-{','.join(str(d) for d in excluded) or NO_DIGITS})"
+    return f"isolated {client} (-{format_digits(excluded) or NO_DIGITS})"
 
 
 def subset_name(digits: str) -> str:

@@ -254,7 +254,7 @@ def story(isolated: Sequence[ClientResult], federated: FederatedResult) -> pd.Da
 
 # ------------------------------------------------------------ the accuracy table
 # One table, several renderers: the terminal (`report.text.format_table`), the HTML
-# report (`report.html.accuracy_table`) and the page (`accuracy_display`).
+# report (`report.html.accuracy_table`) and the page (`lab_summary`, built from it).
 
 MODEL_IDS = ["key", "model", "client", "excluded"]
 
@@ -300,19 +300,6 @@ def subset_columns(table: pd.DataFrame) -> list[str]:
     """The missing-digit subsets (`"1,3,7"`) of an `accuracy_table`, in its column order."""
     columns = list(table.columns)
     return [subset_digits(c) for c in columns[columns.index(OWN_MISSING) + 1 :]]
-
-
-def accuracy_display(table: pd.DataFrame, as_text: bool = False) -> pd.DataFrame:
-    """An `accuracy_table` as a page shows it: the model's name, its training images and
-    its accuracies (the ids left out); `as_text`: accuracies as `"95.8%"` and `"-"`
-    where not measured, sizes as text, `""` where none."""
-    shown = table.drop(columns=[c for c in MODEL_IDS if c != "model"])
-    if as_text:
-        accuracies = [c for c in shown.columns if c not in ("model", TRAIN_SIZE)]
-        shown[TRAIN_SIZE] = ["" if v is None else str(v) for v in shown[TRAIN_SIZE]]
-        for column in accuracies:
-            shown[column] = [percent(v) for v in shown[column]]
-    return shown.reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ the lab

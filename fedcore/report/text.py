@@ -98,9 +98,3 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     the results in bold."""
     rows = zip(summary.measure, summary.text, strict=True)
     return markdown_table(["model or measure", "result"], rows, bold=1)
-
-
-def accuracy_markdown(table: pd.DataFrame) -> str:
-    """An `accuracy_table` as markdown, accuracies as `"95.8%"` (`"-"`: not measured)."""
-    shown = tables.accuracy_display(table, as_text=True)
-    return markdown_table(list(shown.columns), shown.itertuples(index=False))
