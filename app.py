@@ -6,28 +6,32 @@ app = marimo.App(width="medium", app_title="fedcore: a federated learning lab")
 with app.setup(hide_code=True):
     import marimo as mo
 
-    from fedcore.app import compare, controls, share, views
-    from fedcore.app.from_page import (
-        lab_config_from_controls,
-        lab_settings_from_url,
-        story_config,
-        story_split_config,
-        write_lab_url,
-    )
-    from fedcore.app.runs import RunSlot, start_run
-    from fedcore.cli.main import settings_from_cli
-    from fedcore.data.mnist import DataError, load_mnist
-    from fedcore.data.partition import partition_clients
-    from fedcore.engine import shared_engine
-    from fedcore.experiment.results import ResultsError
-    from fedcore.experiment.settings import APP_LIMITS_WHY
-    from fedcore.experiment.specs import ConfigError
-    from fedcore.report import charts, tables
-    from fedcore.report.labels import percent
+    from fedcore.app.imports import alone
+
+    with alone():  # no other import meanwhile: two at once break PyTorch (see the module)
+        from fedcore.app import compare, controls, share, views
+        from fedcore.app.budget import DEFAULT_MAX_RUN_MINUTES, MAX_RUN_MINUTES, Budget
+        from fedcore.app.from_page import (
+            lab_config_from_controls,
+            lab_settings_from_url,
+            story_config,
+            story_split_config,
+            write_lab_url,
+        )
+        from fedcore.app.runs import RunSlot, Visitor, start_run
+        from fedcore.cli.main import settings_from_cli
+        from fedcore.data.mnist import DataError, load_mnist
+        from fedcore.data.partition import partition_clients
+        from fedcore.engine import shared_engine
+        from fedcore.experiment.results import ResultsError
+        from fedcore.experiment.settings import APP_LIMITS_WHY
+        from fedcore.experiment.specs import ConfigError
+        from fedcore.report import charts, tables
+        from fedcore.report.labels import percent
 
     # Every run goes to the engine: processes of its own, shared by every session
     # of this server, started now so that it is warm by the first run. It queues
-    # runs, merges identical ones and keeps their results.
+    # runs (the sessions take turns), merges identical ones and keeps their results.
     engine = shared_engine()
 
 
@@ -55,14 +59,22 @@ def _():
 
 @app.cell(hide_code=True)
 def _():
-    # `marimo run app.py -- --rounds 1 --epochs 1` (or `marimo export html ... -- ...`)
-    cli = settings_from_cli(dict(mo.cli_args()))
-    defaults = cli.config
+    # `marimo run app.py -- --rounds 1 --epochs 1 --max-run-minutes 10` (or
+    # `marimo export html ... -- ...`): the settings every page starts from, and the
+    # server's budget for one run (this session is one visitor of the engine).
+    _args = dict(mo.cli_args())
+    _minutes = _args.pop(MAX_RUN_MINUTES, DEFAULT_MAX_RUN_MINUTES)
+    cli = settings_from_cli(_args)
+    defaults, _error = cli.config, cli.error
+    try:
+        visitor = Visitor(engine, Budget.from_cli(_minutes, defaults))
+    except ConfigError as _rejected:
+        _error = _error or str(_rejected)
     mo.stop(
-        cli.error is not None,
-        mo.callout(mo.md(f"**Command-line settings rejected:** {cli.error}"), kind="danger"),
+        _error is not None,
+        mo.callout(mo.md(f"**Command-line settings rejected:** {_error}"), kind="danger"),
     )
-    return (defaults,)
+    return defaults, visitor
 
 
 @app.cell(hide_code=True)
@@ -178,8 +190,8 @@ def _(counts, data, partitions, split_config):
 
 
 @app.cell(hide_code=True)
-def _():
-    story_runs = RunSlot(engine, "story")  # this session's story run
+def _(visitor):
+    story_runs = RunSlot(visitor, "story")  # this session's story run
     get_isolated_ready, set_isolated_ready = mo.state(None)
     get_run_finished, set_run_finished = mo.state(None)
     retry_button = mo.ui.button(label="Run again", kind="success")
@@ -252,6 +264,7 @@ def _(get_run_finished, keep_run, run):
     story_result = run.result()
     federated = story_result.federated
     keep_run("story", story_result)
+    views.diverged_callout(story_result)  # above the story's numbers, if they mean nothing
     return federated, story_result
 
 
@@ -430,7 +443,7 @@ def _(defaults):
 
 
 @app.cell(hide_code=True)
-def _(lab_kinds, lab_layout, lab_parameters, lab_run_button, lab_url_problems):
+def _(lab_kinds, lab_layout, lab_parameters, lab_run_button, lab_url_problems, visitor):
     def _chosen(part):
         return controls.chosen_parameter(lab_parameters, part, lab_kinds.value[part])
 
@@ -459,7 +472,7 @@ def _(lab_kinds, lab_layout, lab_parameters, lab_run_button, lab_url_problems):
                     ),
                 }
             ),
-            mo.md(f"<small>{APP_LIMITS_WHY}</small>"),
+            mo.md(f"<small>{APP_LIMITS_WHY} {visitor.budget.describe()}</small>"),
             lab_run_button,
         )
     )
@@ -476,22 +489,25 @@ def _(lab_controls, lab_kinds):
 
 
 @app.cell(hide_code=True)
-def _(defaults, lab_controls, lab_kinds, lab_parameters):
+def _(defaults, lab_controls, lab_kinds, lab_parameters, visitor):
     try:
         lab_config = lab_config_from_controls(
             lab_kinds.value, lab_parameters.value, lab_controls.value, defaults
         )
     except ConfigError as _error:
         lab_config, _message = None, views.refusal(_error, "These lab settings")
-    else:  # what the button will run, as the engine will get it
-        _message = mo.md(f"<small>Run the lab runs: {tables.run_label(lab_config)}.</small>")
+    else:  # what the button will run, as the engine will get it, and what it costs here
+        _message = mo.md(
+            f"<small>Run the lab runs: {tables.run_label(lab_config)} "
+            f"({visitor.budget.cost_of(lab_config, 'all')}).</small>"
+        )
     _message
     return (lab_config,)
 
 
 @app.cell(hide_code=True)
-def _():
-    lab_runs = RunSlot(engine, "all")  # the lab's run in this session
+def _(visitor):
+    lab_runs = RunSlot(visitor, "all")  # the lab's run in this session
     get_lab_request, set_lab_request = mo.state(None)  # the settings "Run the lab" sent
     get_lab_finished, set_lab_finished = mo.state(None)
     return get_lab_finished, get_lab_request, lab_runs, set_lab_finished, set_lab_request
@@ -554,6 +570,7 @@ def _(lab_result):
                 """
             ),
             views.unlearnable_warning(lab_result.unlearnable_digits),
+            views.diverged_callout(lab_result),
             views.failures_callout(lab_result.federated.failures),
             mo.hstack(
                 [
@@ -618,7 +635,7 @@ def _():
 
 @app.cell(hide_code=True)
 def _():
-    runs_file = mo.ui.file(filetypes=[".json"], multiple=True, label="Load results files (JSON)")
+    runs_file = compare.results_file_input()  # refused over its size, here and on the server
     mo.vstack(
         [
             mo.md(

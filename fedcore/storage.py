@@ -7,6 +7,7 @@ below all of them and imports nothing of fedcore."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -52,6 +53,33 @@ def atomic_file(path: str | Path, *, durable: bool = True) -> Iterator[BinaryIO]
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise the `OSError` that writing the file `path` would raise, before any work
+    goes into what it will hold: its folder is made (as the write would make it)
+    and a probe file created and removed there. Asking `os.access` instead would
+    say yes to root on a read-only mount, and no to nothing else that matters."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    for folder in path.parents:  # name the file in the way, not the folder under it
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    os.close(fd)
+    os.unlink(probe)
+
+
+def os_error_text(error: OSError) -> str:
+    """An `OSError` in a few words for a one-line message: `No space left on device:
+    /path`, without the `[Errno 28]` and the quotes."""
+    if error.strerror and error.filename:
+        return f"{error.strerror}: {error.filename}"
+    return error.strerror or str(error) or type(error).__name__
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

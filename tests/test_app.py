@@ -74,17 +74,20 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve_app(mnist_dir: Path, folder: Path):
+def serve_app(mnist_dir: Path, folder: Path, session_ttl: int | None = None, app_args: tuple = ()):
     """`marimo run app.py` with small settings and its own cache; every process it
-    started stopped afterwards, by process id."""
+    started stopped afterwards, by process id. `session_ttl`: seconds marimo keeps a
+    session after its tab closed (its own default: 120); `app_args`: more flags for
+    the app (`("--max-run-minutes", "60")`)."""
     marker = uuid.uuid4().hex
     port = free_port()
     env = app_env(mnist_dir, marker) | {"FEDCORE_CACHE_DIR": str(folder / "cache")}
     log = folder / "server.log"
+    ttl = [] if session_ttl is None else ["--session-ttl", str(session_ttl)]
     with log.open("w") as out:
         server = subprocess.Popen(
             [str(BIN / "marimo"), "run", "app.py", "--headless", "--no-token", "--port",
-             str(port), *SMALL],
+             str(port), *ttl, *SMALL, *app_args],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -178,6 +181,7 @@ def test_browser_changes_a_control_and_the_page_follows(running_app):
         (["--exclude", "1,3,7;2,5,8"], "excluded digits are given for 2 clients, but there are 3"),
         (["--epoch", "1"], "unknown setting(s) --epoch 1"),
         (["--data-dir", "/no/such/mnist"], "/no/such/mnist: data folder not found"),
+        (["--max-run-minutes", "soon"], "--max-run-minutes must be a number of minutes above 0"),
     ],
 )
 def test_bad_input_is_a_callout_in_the_page(mnist_dir, tmp_path, args, message):

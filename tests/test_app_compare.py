@@ -10,6 +10,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.specs import default_exclusions
 from fedcore.report import charts, tables
@@ -69,6 +71,67 @@ def test_runs_final_accuracies_and_history():
     spec = charts.runs_history_chart(history).to_dict()
     assert spec["mark"]["type"] == "line" and spec["encoding"]["color"]["field"] == "run"
     assert spec["encoding"]["color"]["sort"] is None  # the runs' order, not the alphabet
+
+
+def test_a_session_keeps_its_latest_runs_within_the_caps(monkeypatch):
+    from fedcore.app import compare
+
+    base = tiny_result()
+    runs = [replace(base, config=base.config.replace(seed=seed)) for seed in range(25)]
+    kept: list = []
+    for result in runs:
+        kept = compare.kept_with(kept, "lab", result)
+    assert kept is compare.kept_with(kept, "lab", runs[-1])  # the same run is not kept twice
+    assert len(kept) == compare.MAX_KEPT_RUNS == 20
+    assert [result for _, result in kept] == runs[5:]  # the oldest let go
+    assert [name.partition(":")[0] for name in kept.dropped] == [f"lab {i}" for i in range(1, 6)]
+    assert kept[-1][0].startswith("lab 25: ")  # numbered on, never reused
+    label = compare.pin_select(kept, [], lambda names: None).text
+    assert "keeps the latest 20 runs" in label and "5 older let go: lab 1, lab 2" in label
+    assert "let go" not in compare.pin_select(kept[:3], [], lambda names: None).text
+
+    size = compare.held_bytes(base)
+    assert 1000 < size < 100_000  # a few hundred numbers
+    monkeypatch.setattr(compare, "MAX_KEPT_BYTES", 3 * size)
+    few: list = []
+    for result in runs[:5]:
+        few = compare.kept_with(few, "file", result, file="r.json")
+    assert [result for _, result in few] == runs[2:5] and len(few.dropped) == 2
+    assert few[0][0].startswith("file 3 (r.json): ")
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_parsed():
+    from fedcore.app import compare
+    from fedcore.experiment.results import ResultsError
+
+    too_big = b"[" * (compare.MAX_UPLOAD_BYTES + 1)  # parsed, it would be a RecursionError
+    with pytest.raises(ResultsError) as refused:
+        compare.read_results_file("big.json", too_big)
+    assert str(refused.value) == (
+        "big.json: 20.0 MB, more than the 20 MB a results file may be on this page "
+        "(make its report with `python -m fedcore report big.json`)"
+    )
+    assert compare.results_file_input()._args.args["max_size"] == compare.MAX_UPLOAD_BYTES
+    # a file within the limit is checked as the CLI's report checks it: the same line
+    with pytest.raises(ResultsError, match=r"^r\.json: federated\.accuracy: not a number$"):
+        data = json.loads(Path(__file__).parent.joinpath("data", "golden-lab.json").read_text())
+        data["federated"]["accuracy"] = "high"
+        compare.read_results_file("r.json", json.dumps(data).encode())
+
+
+def test_the_compare_table_says_which_runs_diverged():
+    from fedcore.app import compare
+
+    first, second = two_runs()
+    nan_loss = replace(second[1].federated, loss=float("nan"))
+    diverged = replace(
+        second[1],
+        federated=replace(nan_loss, history=[*nan_loss.history[:2],
+                                             replace(nan_loss.history[2], loss=float("nan"))]),
+    )  # fmt: skip
+    table = compare.final_accuracies_table([first, ("second", diverged)]).text
+    assert "Diverged or did not learn" in table
+    assert re.search(r"Diverged or did not learn</td>\s*<td[^>]*>no</td>\s*<td[^>]*>yes", table)
 
 
 def test_run_label():

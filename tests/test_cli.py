@@ -1,6 +1,13 @@
+import errno
 import json
+import os
 import subprocess
 import sys
+
+import pytest
+
+from fedcore.cli.main import main
+from fedcore.experiment.results import ExperimentResult
 
 from .conftest import REPO
 
@@ -9,6 +16,7 @@ def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedPr
     return subprocess.run(
         [sys.executable, "-m", "fedcore", "run", *args],
         cwd=REPO,
+        env=os.environ | (env_extra or {}),
         capture_output=True,
         text=True,
         timeout=600,
@@ -23,7 +31,10 @@ def test_isolated_phase_end_to_end(mnist_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "isolated 1 (-1,3,7)" in done.stdout and "own missing" in done.stdout
     data = json.loads(out.read_text())
-    assert set(data) == {"config", "isolated", "cross_accuracy", "label_counts", "timings"}
+    assert set(data) == {
+        "config", "isolated", "cross_accuracy", "label_counts", "timings", "diverged"
+    }  # fmt: skip
+    assert data["diverged"] == []  # one epoch: every isolated model learned
     assert data["config"]["local_epochs"] == 1
     first = data["isolated"][0]
     assert set(first) == {
@@ -89,3 +100,52 @@ def test_mistyped_flag_is_rejected():
     done = run_cli("--epoch", "1")
     assert done.returncode == 2
     assert "unrecognized arguments: --epoch" in done.stderr
+
+
+@pytest.mark.parametrize("where", ["under a file", "a folder"])
+def test_an_out_that_cannot_be_written_fails_before_the_run(mnist_dir, tmp_path, where):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out, why = {
+        "under a file": (blocker / "results.json", f"Not a directory: {blocker}"),
+        "a folder": (tmp_path, f"Is a directory: {tmp_path}"),
+    }[where]
+    done = run_cli("--phase", "isolated", "--data-dir", str(mnist_dir), "--out", str(out))
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip() == f"fedcore: --out {out}: cannot be written ({why}); nothing was run"
+    )
+    assert done.stdout == ""  # no run, no table
+
+
+def test_a_results_file_that_cannot_be_saved_after_the_run_is_one_line(
+    mnist_dir, tmp_path, monkeypatch, capsys
+):
+    """The disk may fill up during the run, after --out was found writable."""
+    out = tmp_path / "results.json"
+
+    def full(self, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(ExperimentResult, "save", full)
+    code = main(["run", "--phase", "isolated", "--epochs", "1", "--data-dir", str(mnist_dir),
+                 "--out", str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "isolated 1 (-1,3,7)" in captured.out  # the numbers were shown
+    assert captured.err.strip().splitlines()[-1] == (
+        f"fedcore: results not written (No space left on device: {out})"
+    )
+    assert "Traceback" not in captured.err
+
+
+def test_a_report_that_cannot_be_written_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = subprocess.run(
+        [sys.executable, "-m", "fedcore", "report", str(REPO / "tests/data/golden-reference.json"),
+         "-o", str(blocker / "report.html")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"fedcore: report: cannot write (Not a directory: {blocker})"

@@ -192,3 +192,55 @@ def test_split_strategy_and_privacy_are_parsed_once_into_frozen_specs():
         config.split_spec.kind = "iid"  # frozen
     assert ExperimentConfig.from_dict(config.to_dict()) == config
     assert "split_spec" not in config.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"strategy": "krum:f=10"},
+            "^strategy 'krum:f=10': Krum needs n >= 2f \\+ 3 clients a round to tolerate f "
+            "faulty ones; this run has 3 clients a round, f must be at most 0",
+        ),
+        (
+            {"strategy": "krum", "num_clients": 2},
+            "this run has 2 clients a round, fewer than Krum's 3",
+        ),
+        (  # the clients of a round, not of the run
+            {"strategy": "multikrum:f=2,m=1", "num_clients": 10, "fraction_train": 0.6},
+            "this run has 6 clients a round, f must be at most 1",
+        ),
+        (
+            {"strategy": "multikrum:m=5"},
+            "^strategy 'multikrum:f=0,m=5': MultiKrum averages the m best of the n - f updates "
+            "it trusts; with 3 clients a round and f=0, m must be at most 3",
+        ),
+        (
+            {"strategy": "fedtrimmedavg"},
+            "^strategy 'fedtrimmedavg:beta=0.2': with 3 clients a round it trims "
+            "int\\(0.2 x 3\\) = 0 updates at each end, a plain mean; beta must be at least "
+            "0.34 \\(or 0\\)",
+        ),
+        (
+            {"strategy": "fedtrimmedavg:beta=0.3", "num_clients": 2},
+            "beta must be 0: 2 updates cannot be trimmed",
+        ),
+        (
+            {"strategy": "fedtrimmedavg:beta=0.5"},
+            "^strategy 'fedtrimmedavg:beta=0.5': beta must be in \\[0, 0.5\\), got 0.5",
+        ),
+    ],
+)
+def test_a_robust_rule_that_cannot_work_for_the_clients_is_refused(changes, message):
+    with pytest.raises(ConfigError, match=f"{message}$"):
+        ExperimentConfig(**changes)
+
+
+def test_robust_rules_within_their_limits():
+    for strategy, clients in [("krum:f=1", 5), ("multikrum:f=1,m=4", 5), ("krum", 3),
+                              ("fedtrimmedavg:beta=0.34", 3), ("fedtrimmedavg", 5),
+                              ("fedtrimmedavg:beta=0", 2)]:  # fmt: skip
+        config = ExperimentConfig(num_clients=clients, split="iid", strategy=strategy)
+        assert config.clients_per_round == clients
+    assert ExperimentConfig(num_clients=10, fraction_train=0.25, min_train_clients=3,
+                            split="iid").clients_per_round == 3  # fmt: skip

@@ -1,10 +1,10 @@
-"""The run engine: merged requests, the queue, Stop, a killed engine, determinism."""
+"""The run engine: merged requests, the queue and its turns, Stop per caller, time
+limits, a killed engine, its processes, determinism."""
 
 import itertools
 import os
 import signal
 import threading
-import time
 
 import psutil
 import pytest
@@ -18,6 +18,26 @@ SEEDS = itertools.count(1000)
 def tiny(small_config):
     """Settings nobody has computed yet in this session (a seed of their own)."""
     return lambda **changes: small_config.replace(seed=next(SEEDS), **changes)
+
+
+def running(engine, config):
+    """`config` submitted and running (the engine has sent its first event): a job
+    still ending from an earlier test is out of the way, and the next ones queue."""
+    handle = engine.submit(config, use_cache=False)
+    started = threading.Event()
+    handle.subscribe(lambda kind, payload: started.set())
+    assert started.wait(120)
+    return handle
+
+
+@pytest.fixture
+def stop_afterwards():
+    """Handles to stop at the end of the test, passed or failed: the shared engine
+    moves on to the next test's runs."""
+    handles = []
+    yield handles.append
+    for handle in handles:
+        handle.stop()
 
 
 def test_identical_requests_are_computed_once(engine, tiny):
@@ -44,7 +64,7 @@ def test_runs_wait_in_a_queue_and_know_their_place(engine, tiny):
 def test_a_queued_run_nobody_needs_is_dropped(engine, tiny):
     running, dropped = engine.submit(tiny()), engine.submit(tiny())
     started = engine.jobs_started
-    dropped.release()
+    dropped.stop()
     assert dropped.status().state == "stopped"
     running.result()
     assert engine.jobs_started == started  # never sent to the engine
@@ -69,25 +89,86 @@ def test_stop_during_the_federated_phase(engine, tiny):
         )
     )
     assert round_one.wait(120)
-    pressed = time.monotonic()
-    handle.stop()
+    handle.stop()  # the caller's handle ends at once; nobody else waits, so the job ends
+    assert handle.done() and handle.status().state == "stopped"
     with pytest.raises(RunStopped):
-        handle.result(timeout=10)
-    stopped_after = time.monotonic() - pressed
-    print(f"stopped {stopped_after:.2f} s after Stop")
-    assert stopped_after < 2.0
-    # Every process the run started is gone within 5 s: it started none (the
-    # workers were warm before it), and if the engine had to be killed, its
-    # processes are gone and a new engine stands in their place.
-    time.sleep(0.5)
-    after = _descendants(os.getpid())
-    print(f"engine processes before: {sorted(before)}, after: {sorted(after)}")
-    assert after == before or not (after & before) - {os.getpid()}
-    # Nothing of it was kept: asked again, it is computed anew, and it works.
+        handle.result(timeout=0)
+    # Nothing of it was kept: asked again, it is computed anew (after the stopped
+    # job has ended), and it works.
     started = engine.jobs_started
     again = engine.submit(config)
     assert again.result().federated.history[-1].round == 3
     assert engine.jobs_started == started + 1
+    # The run started no process and left none: the warm engine went on, or, if it
+    # had to be killed, nothing of it is left and a new engine stands in its place.
+    after = _descendants(os.getpid())
+    print(f"engine processes before: {sorted(before)}, after: {sorted(after)}")
+    assert after == before or not after & before
+
+
+def test_stop_ends_only_the_callers_handle(engine, tiny):
+    """Two callers on the same settings share one job: one's Stop ends its own handle,
+    the other's run goes on to its result."""
+    config = tiny(num_rounds=3, local_epochs=2)
+    started = engine.jobs_started
+    leaving, staying = engine.submit(config), engine.submit(config)
+    round_one = threading.Event()
+    staying.subscribe(
+        lambda kind, event: kind == "progress" and event.kind == "round-done" and round_one.set()
+    )
+    assert round_one.wait(120)
+    leaving.stop()
+    assert leaving.status().state == "stopped" and not staying.done()
+    with pytest.raises(RunStopped):
+        leaving.result(timeout=0)
+    assert staying.result().federated.history[-1].round == 3
+    assert engine.jobs_started == started + 1
+
+
+def test_a_session_keeps_one_run_queued(engine, tiny, stop_afterwards):
+    stop_afterwards(running(engine, tiny(num_rounds=3)))  # the engine is busy: the rest queue
+    first = engine.submit(tiny(), owner="session A")
+    stop_afterwards(first)
+    assert first.status().state == "queued"
+    second = engine.submit(tiny(), owner="session A")
+    stop_afterwards(second)
+    assert first.done() and first.status().state == "replaced"
+    assert "replaced by a newer request" in first.status().detail
+    with pytest.raises(RunStopped, match="replaced"):
+        first.result(timeout=0)
+    assert second.status().state == "queued" and second.status().place == 1
+    other = engine.submit(tiny(), owner="session B")  # another session's run stays
+    stop_afterwards(other)
+    assert second.status().state == "queued" and other.status().place == 2
+
+
+def test_sessions_take_turns(engine, tiny, stop_afterwards):
+    """The owner that has waited longest goes next, and one that was just served goes
+    behind the others: a script's five queued runs do not hold a session back."""
+    stop_afterwards(running(engine, tiny(num_rounds=3)))
+    script = [engine.submit(tiny()) for _ in range(3)]  # no owner: may queue any number
+    a, b = engine.submit(tiny(), owner="session A"), engine.submit(tiny(), owner="session B")
+    for handle in (*script, a, b):
+        stop_afterwards(handle)
+    places = [h.status().place for h in (*script, a, b)]
+    # the script's first (it waited first), then A and B, then the script's others
+    assert places == [1, 4, 5, 2, 3], places
+    script[0].stop()
+    # a stopped request is no turn taken: the script still waited first
+    assert [h.status().place for h in (*script[1:], a, b)] == [1, 4, 2, 3]
+
+
+def test_a_run_past_its_time_limit_fails_with_one_line(engine, tiny):
+    config = tiny(num_rounds=3, local_epochs=3)  # seconds of work
+    handle = engine.submit(config, time_limit=0.5)
+    with pytest.raises(EngineError) as failure:
+        handle.result(timeout=120)
+    message = str(failure.value)
+    assert message.startswith("the run was stopped after 0.5 s, the longest a run may take")
+    assert message.endswith(f"python -m fedcore run --phase all {config.summary()}")
+    assert "\n" not in message
+    # the engine goes on: the next run works
+    assert engine.submit(tiny()).result().federated is not None
 
 
 def test_a_killed_engine_is_one_line_and_the_next_run_works(tiny):
@@ -97,12 +178,14 @@ def test_a_killed_engine_is_one_line_and_the_next_run_works(tiny):
         round_zero = threading.Event()
         handle.subscribe(lambda kind, event: kind == "progress" and round_zero.set())
         assert round_zero.wait(120)
-        os.kill(engine.pids[0], signal.SIGKILL)
+        pids = engine.pids
+        os.kill(pids[0], signal.SIGKILL)  # the test's own child, not reaped: surely it
         with pytest.raises(EngineError) as failure:
             handle.result(timeout=30)
         message = str(failure.value)
         assert message.startswith("the engine process ended unexpectedly (signal 9)")
         assert "\n" not in message
+        assert not [p for p in pids if psutil.pid_exists(p)]  # its workers went with it
         assert engine.submit(tiny()).result().federated is not None
 
 
@@ -123,13 +206,21 @@ def test_a_reply_the_caller_cannot_read_fails_the_run_not_the_engine(engine, tin
 
 
 def test_closing_the_engine_stops_every_process(tiny):
+    """The engine and its workers are one process group of their own (never killed by
+    a bare process id), and all of them are gone when `close()` returns."""
     engine = Engine()
-    engine.submit(tiny()).result()
-    pids = engine.pids
-    assert len(pids) >= 3  # the engine and its workers
-    engine.close()
-    gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 5)
-    assert not alive, alive
+    try:
+        engine.submit(tiny()).result()
+        pids = engine.pids
+        assert len(pids) >= 3  # the engine and its workers
+        assert {os.getpgid(pid) for pid in pids} == {pids[0]} != {os.getpgrp()}
+        midway = engine.submit(tiny(num_rounds=3, local_epochs=3))  # closed mid-run
+    finally:
+        engine.close()
+    assert midway.status().state == "stopped"
+    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    with pytest.raises(EngineError, match="closed"):
+        engine.submit(tiny())
 
 
 def test_client_sampling_is_the_same_in_every_run(engine, tiny):

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -90,7 +89,8 @@ def test_cache_round_trips_model_weights(tmp_path):
 
 
 def test_interrupted_run_writes_no_results_and_leaves_no_process(mnist_dir, tmp_path):
-    """Ctrl-C mid-run: exit 130, one line, no file, and every process it started gone."""
+    """Ctrl-C mid-run: exit 130, one line, no file, and every process it started gone
+    by the time it exits."""
     out = tmp_path / "results.json"
     marker = uuid.uuid4().hex
     process = subprocess.Popen(
@@ -108,8 +108,7 @@ def test_interrupted_run_writes_no_results_and_leaves_no_process(mnist_dir, tmp_
         started = [p.pid for p in processes_with_env("FEDCORE_TEST_RUN", marker)]
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
-        time.sleep(1)  # a worker notices its engine is gone within half a second
-        left = processes_with_env("FEDCORE_TEST_RUN", marker)
+        left = processes_with_env("FEDCORE_TEST_RUN", marker)  # the CLI waited for them
     finally:
         stop_processes(processes_with_env("FEDCORE_TEST_RUN", marker))
     assert process.returncode == 130
@@ -117,3 +116,19 @@ def test_interrupted_run_writes_no_results_and_leaves_no_process(mnist_dir, tmp_
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert len(started) >= 4  # the engine and its workers were running
     assert left == [], f"still running after the CLI exited: {left}"
+
+
+def test_the_cli_returns_only_after_its_engine_and_workers_are_gone(mnist_dir, tmp_path):
+    marker = uuid.uuid4().hex
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "fedcore", "run", "--phase", "isolated", "--rounds", "1",
+             "--epochs", "1", "--no-cache", "--data-dir", str(mnist_dir)],
+            cwd=REPO, env=os.environ | {"FEDCORE_TEST_RUN": marker},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        left = processes_with_env("FEDCORE_TEST_RUN", marker)
+    finally:
+        stop_processes(processes_with_env("FEDCORE_TEST_RUN", marker))
+    assert done.returncode == 0, done.stderr
+    assert left == [], f"still running after the CLI returned: {left}"

@@ -64,8 +64,9 @@ def test_cli_all_phases_and_same_numbers_as_in_process(federated_small, mnist_di
     data = json.loads(out.read_text())
     assert set(data) == {
         "config", "isolated", "federated", "centralized", "cross_accuracy", "label_counts",
-        "timings",
+        "timings", "diverged",
     }  # fmt: skip
+    assert data["diverged"] == []
     assert {"isolated", "federated", "centralized-wait", "load", "total"} <= set(data["timings"])
     assert (
         "centralized (pooled)" in done.stdout and "rounds to 97%: not reached in 1" in done.stdout

@@ -1,4 +1,5 @@
-"""Sweeps: the grid, its table, and resuming after Ctrl-C without recomputing a cell."""
+"""Sweeps: the grid, its table, resuming after Ctrl-C without recomputing a cell, one
+sweep per folder, and kept cells checked against their settings."""
 
 import csv
 import json
@@ -12,9 +13,10 @@ import uuid
 import pytest
 
 from fedcore.deploy.processes import processes_with_env, stop_processes
-from fedcore.engine.sweep import grid
+from fedcore.engine.sweep import Cell, SweepFolderError, claim_folder, grid, kept_result, run_sweep
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.from_text import parse_vary
+from fedcore.experiment.results import ExperimentResult
 from fedcore.experiment.specs import ConfigError
 
 from .conftest import REPO
@@ -118,4 +120,91 @@ def test_sweep_writes_its_table_and_resumes_after_an_interrupt(mnist_dir, tmp_pa
     assert table["finished"] == table["cells"] == 2
     assert table["rows"][1]["federated_accuracy"] == pytest.approx(
         float(rows[1]["federated_accuracy"])
+    )
+
+
+def isolated_cells(mnist_dir, seeds="1,2,3"):
+    base = ExperimentConfig(data_dir=str(mnist_dir), local_epochs=1)
+    return grid(base, [parse_vary(f"seed={seeds}")], "isolated")
+
+
+def test_a_folder_holds_one_sweep_and_another_is_refused_before_it_runs(mnist_dir, tmp_path):
+    out = tmp_path / "sweep"
+    mine = isolated_cells(mnist_dir)
+    claim_folder(out, mine)
+    table = (out / "sweep.json").read_text()
+    assert json.loads(table)["finished"] == 0 and (out / "sweep.csv").exists()
+    claim_folder(out, mine)  # the same sweep again: resumed
+    other = grid(ExperimentConfig(local_epochs=1), [parse_vary("num-server-rounds=1,6")])
+    with pytest.raises(SweepFolderError) as refused:
+        claim_folder(out, other)
+    assert str(refused.value) == (
+        f"{out} holds the table of another sweep (3 cells of phase isolated, the first seed=1); "
+        "give another --out, or move sweep.json and sweep.csv away"
+    )
+    assert (out / "sweep.json").read_text() == table  # untouched
+    (out / "sweep.json").write_text("[1, 2")
+    with pytest.raises(SweepFolderError, match="sweep.json is not a sweep table fedcore can read"):
+        claim_folder(out, mine)
+    (out / "sweep.json").unlink()
+    with pytest.raises(SweepFolderError, match=r"sweep.csv is not this sweep's table \(no sweep"):
+        claim_folder(out, mine)  # a CSV of someone else's, maybe
+
+
+def test_the_cli_refuses_a_second_sweep_into_a_folder_in_one_line(mnist_dir, tmp_path):
+    out = tmp_path / "sweep"
+    claim_folder(out, isolated_cells(mnist_dir))
+    done = subprocess.run(
+        sweep_command(out, mnist_dir), cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"fedcore: sweep: {out} holds the table of another sweep (3 cells of phase isolated, "
+        "the first seed=1); give another --out, or move sweep.json and sweep.csv away"
+    )
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = subprocess.run(
+        sweep_command(blocker / "sweep", mnist_dir), cwd=REPO, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"fedcore: --out {blocker / 'sweep'}: cannot be written (Not a directory: {blocker}); "
+        "nothing was run"
+    )
+
+
+def test_kept_cells_are_checked_against_their_settings(engine, mnist_dir, tmp_path):
+    out = tmp_path / "sweep"
+    cells = isolated_cells(mnist_dir)
+    notes = []
+
+    def run(config, phase, on_event):
+        return engine.submit(config, phase).result()
+
+    def sweep():
+        states = []
+        claim_folder(out, cells)
+        rows = list(
+            run_sweep(cells, out, run, lambda *cell: states.append(cell[2]), on_note=notes.append)
+        )
+        return [state for state in states if state != "running"], rows
+
+    assert sweep()[0] == ["done", "done", "done"] and notes == []
+    paths = [out / "cells" / cell.file_name for cell in cells]
+    paths[1].write_bytes(paths[0].read_bytes())  # seed 1's result under seed 2's name
+    paths[2].write_text("{not json")
+    states, rows = sweep()
+    assert states == ["kept", "done", "done"]
+    assert notes[0] == (
+        f"{paths[1]} holds another computation (seed 1, not 2); computing cell seed=2 again"
+    )
+    assert notes[1].startswith(f"{paths[2]}") and notes[1].endswith("; computing cell seed=3 again")
+    assert len(notes) == 2 and [r["seed"] for r in rows] == [1, 2, 3]
+    assert ExperimentResult.load(paths[1]).config.seed == 2  # computed again, in its place
+    story = Cell(cells[0].values, cells[0].config, "story")  # the same settings, more phases
+    assert kept_result(paths[0], story, notes.append) is None
+    assert notes[2] == (
+        f"{paths[0]} holds another computation (no federated); computing cell seed=1 again"
     )

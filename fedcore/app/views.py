@@ -3,6 +3,7 @@ charts, the views inside the rounds. The notebook places them under its words.""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 
 import marimo as mo
@@ -17,7 +18,8 @@ from fedcore.report.labels import percent
 
 def refusal(error: Exception, what: str = "These settings") -> mo.Html:
     """Settings the config refused, in its words: a callout, not a traceback."""
-    return mo.callout(mo.md(f"**{what} cannot run:** {str(error).rstrip('.')}."), kind="danger")
+    reason = html.escape(str(error).rstrip("."), quote=False)  # it may quote the address
+    return mo.callout(mo.md(f"**{what} cannot run:** {reason}."), kind="danger")
 
 
 def shown(*parts: object) -> list[object]:
@@ -26,16 +28,29 @@ def shown(*parts: object) -> list[object]:
     return [part for part in parts if part is not None]
 
 
-def warning_list(title: str, lines: Sequence[str]) -> mo.Html | None:
-    """`title` (markdown) and one bullet per line, as a warning; None without lines."""
+def warning_list(title: str, lines: Sequence[str], kind: str = "warn") -> mo.Html | None:
+    """`title` (markdown) and one bullet per line (text, escaped), as a warning; None
+    without lines."""
     if not lines:
         return None
-    return mo.callout(mo.md(f"{title}\n\n" + "\n".join(f"- {x}" for x in lines)), kind="warn")
+    bullets = "\n".join(f"- {html.escape(x, quote=False)}" for x in lines)
+    return mo.callout(mo.md(f"{title}\n\n{bullets}"), kind=kind)
 
 
 def failures_callout(failures: Sequence[str]) -> mo.Html | None:
     """The client updates that failed in a federated run, if any."""
     return warning_list("**Some client updates failed:**", failures)
+
+
+def diverged_callout(result: ExperimentResult) -> mo.Html | None:
+    """The models of a run that diverged or did not learn (`ExperimentResult.diverged`),
+    if any: their numbers mean nothing, and the page says so above them."""
+    return warning_list(
+        "**This run diverged or did not learn:** its accuracies are those of a model that "
+        "guesses. Try a smaller learning rate or larger batches.",
+        result.diverged,
+        kind="danger",
+    )
 
 
 def excluded_by_all_warning(digits: Sequence[int]) -> mo.Html | None:
@@ -163,7 +178,7 @@ def data_error(error: Exception) -> mo.Html:
     """MNIST could not be loaded: why, and how to point the page at a local copy."""
     return mo.callout(
         mo.md(
-            f"**MNIST could not be loaded.** {error}\n\n"
+            f"**MNIST could not be loaded.** {html.escape(str(error), quote=False)}\n\n"
             "Offline? Start the app with `FEDCORE_DATA_DIR=/path/to/mnist` "
             "(a folder with the four IDX files), or pass `-- --data-dir /path/to/mnist`."
         ),

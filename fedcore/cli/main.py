@@ -1,8 +1,9 @@
 """`python -m fedcore run ...` (headless runs for scripts, checks and benchmarks) and
 `python -m fedcore report ...` (a report to share from results files).
 
-Errors a user can fix (a setting, a data file) end as one line on stderr and
-exit code 2 (settings) or 1 (data, runs); no traceback.
+Errors a user can fix (a setting, a data file, an --out that cannot be written)
+end as one line on stderr and exit code 2 (settings, --out) or 1 (data, runs);
+no traceback. An --out is checked before the run starts, not after it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedcore.engine import PHASES, EngineError, run_experiment
+from fedcore.engine import PHASES, EngineError, Phase, run_experiment
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.from_text import parse_value
 from fedcore.experiment.progress import Progress
@@ -23,7 +24,7 @@ from fedcore.experiment.settings import SETTINGS, Setting
 from fedcore.experiment.specs import ConfigError
 from fedcore.report.labels import percent
 from fedcore.report.text import format_table
-from fedcore.storage import atomic_write_text
+from fedcore.storage import atomic_write_text, check_writable, os_error_text
 
 DEFAULTS = ExperimentConfig()
 
@@ -158,14 +159,24 @@ def write_report(args: argparse.Namespace) -> int:
     names = [name for name, _ in runs]
     if len(set(names)) < len(names):  # same file names in different folders
         runs = [(f"{i}. {name}", result) for i, (name, result) in enumerate(runs, start=1)]
-    out = atomic_write_text(args.out, report_html(runs))
-    print(f"report written to {out} ({out.stat().st_size:,} bytes)")
-    if args.figures:
-        for name, result in runs:
-            prefix = f"{name}-" if len(runs) > 1 else ""
-            for path in write_figures(result, args.figures, prefix):
-                print(f"figure written to {path}")
+    try:
+        check_writable(args.out)  # before the rendering, and naming the file in the way
+        out = atomic_write_text(args.out, report_html(runs))
+        print(f"report written to {out} ({out.stat().st_size:,} bytes)")
+        if args.figures:
+            for name, result in runs:
+                prefix = f"{name}-" if len(runs) > 1 else ""
+                for path in write_figures(result, args.figures, prefix):
+                    print(f"figure written to {path}")
+    except OSError as error:
+        print(f"fedcore: report: cannot write ({os_error_text(error)})", file=sys.stderr)
+        return 1
     return 0
+
+
+def unwritable_out(out: str | Path, error: OSError) -> str:
+    """The line for an --out found unwritable before the run (not after computing it)."""
+    return f"fedcore: --out {out}: cannot be written ({os_error_text(error)}); nothing was run"
 
 
 class SweepProgress:
@@ -188,6 +199,11 @@ class SweepProgress:
         else:
             print(line, file=sys.stderr, flush=True)
 
+    def note(self, line: str) -> None:
+        """A line of its own, below the bar."""
+        below = "\n" if self.live else ""
+        print(f"{below}fedcore: sweep: {line}", file=sys.stderr, flush=True)
+
     def on_cell(self, index: int, cell: object, state: str) -> None:
         self.cell = getattr(cell, "name", "")
         self.detail = {"kept": "kept from an earlier run", "done": "done"}.get(state, "")
@@ -203,29 +219,44 @@ class SweepProgress:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     from fedcore.engine import Engine
-    from fedcore.engine.sweep import grid, run_sweep
+    from fedcore.engine.sweep import SweepFolderError, claim_folder, grid, run_sweep
     from fedcore.experiment.from_text import parse_vary
 
     try:
-        cells = grid(config_from_args(args), [parse_vary(text) for text in args.vary])
+        cells = grid(config_from_args(args), [parse_vary(t) for t in args.vary], args.phase)
     except ConfigError as error:
         print(f"fedcore: invalid setting: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    try:
+        claim_folder(out, cells)
+    except SweepFolderError as error:
+        print(f"fedcore: sweep: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(unwritable_out(out, error), file=sys.stderr)
+        return 2
     progress = SweepProgress(len(cells))
     try:
         with Engine() as engine:
 
-            def run(config: ExperimentConfig, on_event: object) -> ExperimentResult:
-                handle = engine.submit(config, args.phase)
+            def run(config: ExperimentConfig, phase: Phase, on_event: object) -> ExperimentResult:
+                handle = engine.submit(config, phase)
                 handle.subscribe(on_event)
                 return handle.result()
 
-            for _ in run_sweep(cells, out, run, progress.on_cell, progress.on_event):
+            for _ in run_sweep(cells, out, run, progress.on_cell, progress.on_event, progress.note):
                 pass
     except EngineError as error:
         print(f"\nfedcore: sweep cell {progress.cell} failed: {error}", file=sys.stderr)
         return 2 if error.kind == "setting" else 1
+    except OSError as error:  # the disk filled up, or the folder went, mid-sweep
+        print(
+            f"\nfedcore: sweep: cannot write ({os_error_text(error)}); the finished cells "
+            f"are kept in {out / 'cells'}",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:  # counted on disk: a cell written just before Ctrl-C counts
         kept = sum((out / "cells" / cell.file_name).is_file() for cell in cells)
         print(
@@ -255,6 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fedcore: invalid setting: {error}", file=sys.stderr)
         return 2
     try:
+        if args.out:
+            check_writable(args.out)
+    except OSError as error:
+        print(unwritable_out(args.out, error), file=sys.stderr)
+        return 2
+    try:
         result = run_experiment(config, args.phase, print_progress, use_cache=not args.no_cache)
     except EngineError as error:
         what = {"data": "data error", "setting": "invalid setting"}.get(error.kind, "run failed")
@@ -265,5 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print(format_table(result))
     if args.out:
-        print(f"results written to {result.save(args.out)}")
+        try:
+            print(f"results written to {result.save(args.out)}")
+        except OSError as error:  # e.g. the disk filled up during the run
+            print(f"fedcore: results not written ({os_error_text(error)})", file=sys.stderr)
+            return 1
     return 0

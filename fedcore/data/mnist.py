@@ -150,8 +150,8 @@ def load_idx_folder(folder: str | Path) -> MnistData:
     entry = _tensor_cache_entry(files)
     try:
         return _read_tensor_cache(entry)
-    except (OSError, ValueError):
-        pass  # not cached yet, or an entry we cannot use: parse the files
+    except (OSError, ValueError, EOFError):  # EOFError: an emptied .npy
+        pass  # not cached yet, or an entry we cannot use: parse the files (and rewrite it)
     train_images, train_labels = read_idx_split(folder, "train")
     test_images, test_labels = read_idx_split(folder, "test")
     data = MnistData(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -151,7 +152,7 @@ def split_indices(
     try:
         with np.load(path) as stored:
             parts = np.split(stored["indices"], stored["offsets"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing or damaged
         parts = library_split(array, split, num_partitions, seed)
         try:
             with atomic_file(path, durable=False) as file:

@@ -2,14 +2,18 @@
 one `flower-supernode` per data holder, and `flwr run` for each run.
 
 Secure by default: TLS with a CA and certificates made for this federation
-(`fedcore.deploy.pki`), and SuperNode authentication (`--enable-supernode-auth`), each
-SuperNode's public key registered with `flwr supernode register` before it starts.
-`secure=False` is Flower's `--insecure` (no TLS, any SuperNode may join).
+(`fedcore.deploy.pki`); SuperNode authentication (`--enable-supernode-auth`), each
+SuperNode's public key registered with `flwr supernode register` before it starts;
+and the SuperLink behind a front door (nginx, `fedcore.deploy.proxy`) that lets the
+SuperNodes through and opens the control side to the operator's certificate only.
+`secure=False` is Flower's `--insecure` (no TLS, no front door, any SuperNode may
+join, anyone may run anything).
 
 The data holders run on loopback or each in a network namespace of its own
 (`fedcore.deploy.network`). Every process started here is stopped by process id
 (with its children), and every namespace removed, when the federation closes,
-whatever happened before.
+whatever happened before; what a killed federation leaves is named after its
+process, for the next deploy to remove (`fedcore.deploy.leftovers`).
 
 The methods that break things (`kill_supernode`, `restart_superlink`, `cut_link`)
 are what the fault tests use.
@@ -35,8 +39,10 @@ from typing import Any
 
 import psutil
 
+from fedcore.deploy import proxy
+from fedcore.deploy.leftovers import OWNER_ENV, federation_tag
 from fedcore.deploy.network import Loopback, Namespaces, wait_until_listening
-from fedcore.deploy.pki import NodeKey, make_node_key, make_server_credentials
+from fedcore.deploy.pki import NodeKey, make_federation_credentials, make_node_key, write_exclusive
 from fedcore.deploy.processes import processes_with_env, stop_processes, with_descendants
 
 ROOT = Path(__file__).resolve().parents[2]  # the Flower app (`flwr run .`)
@@ -178,22 +184,31 @@ class Federation:
         secure: bool = True,
         namespaces: bool = False,
         node_data_dirs: dict[int, str] | None = None,
-        logs: Path | None = None,
+        log_dir: Path | None = None,
         workdir: Path | None = None,
         timeout: float = 900.0,
+        persistent: bool = False,
     ) -> None:
         self.secure = secure
+        # The SuperLink's state in a database file, so that registrations outlive a
+        # restart (`restart_superlink`). Otherwise Flower's in-memory state: under
+        # load the file (SQLite) answers concurrent requests with "database is
+        # locked" (HTTP 500), and a 500 on one of the ServerApp's calls ends its run.
+        self.persistent = persistent
         self.data_dir = str(Path(data_dir).resolve())
         dirs = node_data_dirs or {}
         self.holders = [Holder(i, str(dirs.get(i, self.data_dir))) for i in range(supernodes)]
         self.deadline = time.monotonic() + timeout
+        self.tag = federation_tag()  # names its owner, this process
         self.network: Loopback | Namespaces = (
-            Namespaces(supernodes) if namespaces else Loopback(supernodes)
+            Namespaces(supernodes, self.tag) if namespaces else Loopback(supernodes)
         )
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="fedcore-deploy-")).resolve()
-        self.logs = Path(logs or self.workdir / "logs").resolve()
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{self.tag}-")).resolve()
+        self.logs = Path(log_dir or self.workdir / "logs").resolve()
+        self.pki = self.workdir / "pki"
         self.home = self.workdir / "flwr-home"
+        self.proxy: subprocess.Popen | None = None
         self.superlink: subprocess.Popen | None = None
         self.others: list[subprocess.Popen] = []  # intruders and whatever else was started
         self.runs = 0
@@ -204,6 +219,7 @@ class Federation:
             "FEDCORE_DATA_DIR": self.data_dir,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONUNBUFFERED": "1",
+            OWNER_ENV: str(os.getpid()),
         }
 
     # ------------------------------------------------------------------ set up, tear down
@@ -220,15 +236,23 @@ class Federation:
         self.close()
 
     def start(self) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.secure and proxy.nginx() is None:
+            raise DeploymentError(
+                "the SuperLink's front door needs nginx (Debian: apt-get install nginx); "
+                "--insecure runs without it, on loopback only"
+            )
         self.network.create()
         if self.secure:
-            self.credentials = make_server_credentials(
-                self.workdir / "superlink", self.network.certificate_addresses()
+            self.credentials = make_federation_credentials(
+                self.pki, self.network.certificate_addresses()
             )
             for holder in self.holders:
                 holder.key = make_node_key(self.workdir / "keys", holder.name)
         self.start_superlink()
+        if self.secure:
+            self.start_proxy()
         self._write_connection()
         if self.secure:
             self._register(self.holders)
@@ -237,7 +261,7 @@ class Federation:
 
     def close(self) -> list[int]:
         """Stop every process started here (by id, with children); remove namespaces."""
-        processes = [p for p in (self.superlink, *self.others) if p is not None]
+        processes = [p for p in (self.superlink, self.proxy, *self.others) if p is not None]
         processes += [h.process for h in self.holders if h.process is not None]
         stopped = stop_processes(with_descendants([p.pid for p in processes]))
         for process in processes:
@@ -246,7 +270,7 @@ class Federation:
         # A child whose parent died first (a SuperNode's runner) carries our FLWR_HOME.
         stopped += stop_processes(processes_with_env("FLWR_HOME", str(self.home)))
         self.stopped += stopped
-        self.superlink, self.others = None, []
+        self.superlink, self.proxy, self.others = None, None, []
         for holder in self.holders:
             holder.process = None
         try:
@@ -272,13 +296,19 @@ class Federation:
             )  # fmt: skip
 
     def start_superlink(self) -> subprocess.Popen:
+        """The SuperLink: behind the front door on loopback only, or (`--insecure`)
+        where the SuperNodes dial."""
+        net = self.network
+        host, port = ("127.0.0.1", net.internal_port) if self.secure else (
+            net.public_host, net.superlink_port)  # fmt: skip
         command = [
             str(BIN / "flower-superlink"),
-            "--host", self.network.superlink_host,
-            "--port", str(self.network.superlink_port),
-            "--database", str(self.workdir / "superlink.db"),  # registrations outlive a restart
+            "--host", host,
+            "--port", str(port),
             "--disable-runtime-dependency-installation",
         ]  # fmt: skip
+        if self.persistent:
+            command += ["--database", str(self.workdir / "superlink.db")]
         if self.secure:
             command += [
                 "--ssl-ca-certfile", str(self.credentials.ca_cert),
@@ -291,9 +321,40 @@ class Federation:
         self.superlink = self._popen(self.network.in_superlink(command), "superlink.log")
         process = self.superlink
         wait_until_listening(
-            self.network, self.network.superlink_port, lambda: process.poll() is None,
+            self.network, port, lambda: process.poll() is None,
             time.monotonic() + min(self._left(), 120),
         )  # fmt: skip
+        return process
+
+    def start_proxy(self) -> subprocess.Popen:
+        """nginx: the front door where the SuperNodes dial, and the operator's side
+        where `flwr` runs (both on the SuperLink's side here, one nginx)."""
+        net = self.network
+        door = proxy.front_door(
+            f"{net.public_host}:{net.superlink_port}",
+            f"127.0.0.1:{net.internal_port}",
+            self.pki,
+            self.logs,
+        )
+        operator = proxy.operator_side(
+            f"127.0.0.1:{net.operator_port}", f"127.0.0.1:{net.superlink_port}",
+            proxy.SUPERLINK_NAME, self.pki,
+        )  # fmt: skip
+        state = self.workdir / "nginx"
+        state.mkdir(mode=0o700, exist_ok=True)
+        # The tag in the file's name is in nginx's process title: whose it is.
+        conf = write_exclusive(
+            self.workdir / f"nginx-{self.tag}.conf",
+            proxy.config(door + operator, state, self.logs).encode(),
+        )
+        command = proxy.command(conf, self.logs / "nginx-error.log")
+        self.proxy = self._popen(net.in_superlink(command), "nginx.log")
+        process = self.proxy
+        for port in (net.superlink_port, net.operator_port):
+            wait_until_listening(
+                net, port, lambda: process.poll() is None,
+                time.monotonic() + min(self._left(), 60), what="nginx (the front door)",
+            )  # fmt: skip
         return process
 
     def stop_superlink(self) -> None:
@@ -305,6 +366,8 @@ class Federation:
     def restart_superlink(self) -> None:
         """Stop the SuperLink (SIGTERM, its ServerApp runner too) and start it again:
         same address, certificate and database, so registrations and SuperNodes stay."""
+        if not self.persistent:
+            raise DeploymentError("a restart keeps the registrations only with persistent=True")
         self.stop_superlink()
         self.start_superlink()
 
@@ -368,17 +431,24 @@ class Federation:
 
     # ------------------------------------------------------------------ the flwr CLI
 
+    @property
+    def control_address(self) -> str:
+        """Where `flwr` reaches the control side: the operator's side of the proxy (or,
+        `--insecure`, the SuperLink), on the loopback of the SuperLink's side. Plain
+        HTTP on loopback: the hop to the front door is TLS with the operator's
+        certificate, which `flwr` itself cannot present."""
+        net = self.network
+        return f"127.0.0.1:{net.operator_port if self.secure else net.superlink_port}"
+
     def _write_connection(self) -> None:
         """`[superlink.fedcore-deploy]` in `$FLWR_HOME/config.toml`, by Flower's own writer
         (a child process, so that this process's FLWR_HOME stays as it is)."""
-        root = repr(str(self.credentials.ca_cert)) if self.secure else "None"
         code = (
             "from flwr.cli.flower_config import init_flwr_config, write_superlink_connection\n"
             "from flwr.cli.typing import SuperLinkConnection\n"
             "init_flwr_config()\n"
             f"write_superlink_connection(SuperLinkConnection(name={CONNECTION!r}, "
-            f"address={self.network.control_address()!r}, root_certificates={root}, "
-            f"insecure={not self.secure}))\n"
+            f"address={self.control_address!r}, insecure=True))\n"
         )
         self._flwr_check([sys.executable, "-c", code], "writing the SuperLink connection")
 
@@ -391,6 +461,11 @@ class Federation:
             last = (done.stderr.strip() or done.stdout.strip()).splitlines()
             raise DeploymentError(f"{what} failed: {last[-1] if last else done.returncode}")
         return done.stdout
+
+    def control(self, *args: str) -> dict[str, Any]:
+        """`flwr <args> <connection> --format json`, as the operator: its JSON reply."""
+        command = [str(BIN / "flwr"), *args, CONNECTION, "--format", "json"]
+        return _last_json(self._flwr_check(self.network.in_superlink(command), f"flwr {args[0]}"))
 
     def _register(self, holders: list[Holder]) -> None:
         """`flwr supernode register <key>.pub` for each holder, all at once."""

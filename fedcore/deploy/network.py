@@ -7,20 +7,30 @@ in another, each holder joined to the SuperLink by one veth pair (a virtual cabl
 with a /30 network of its own: 10.213.<i+1>.1 on the SuperLink's end, 10.213.<i+1>.2
 on holder i's end. Nothing else is in these namespaces, so no traffic leaves them,
 and `cut(i)` takes holder i's cable down as a network outage would. `close()`
-removes the namespaces (and with them the cables) on every exit path.
+removes the namespaces (and with them the cables) on every exit path; their names
+say whose they are (`fedcore.deploy.leftovers`), for the next deploy to remove
+them if this one is killed.
+
+Three ports on the SuperLink's side: `superlink_port`, the one the data holders
+dial (the front door, `fedcore.deploy.proxy`, or the SuperLink itself with
+`--insecure`); `internal_port`, the SuperLink behind the front door, on loopback
+only; `operator_port`, where `flwr` reaches the control side, on loopback only.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 
+from fedcore.deploy.leftovers import tag
+
 SUPERLINK_PORT = 9091  # inside the namespaces, which are ours alone
+INTERNAL_PORT = 9092
+OPERATOR_PORT = 9093
 SUPERNODE_PORT = 9094  # each SuperNode's Runtime API, on its namespace's loopback
 SUBNET = "10.213"
 
@@ -46,10 +56,13 @@ class Loopback:
     """Everything on 127.0.0.1 (the fallback where namespaces are not available)."""
 
     kind = "loopback"
+    public_host = "127.0.0.1"
 
     def __init__(self, holders: int) -> None:
         self.holders = holders
         self.superlink_port = free_port()
+        self.internal_port = free_port()
+        self.operator_port = free_port()
         self.supernode_ports = [free_port() for _ in range(holders)]
 
     def create(self) -> None:
@@ -58,15 +71,10 @@ class Loopback:
     def close(self) -> None:
         pass
 
-    superlink_host = "127.0.0.1"
-
     def certificate_addresses(self) -> list[str]:
         return ["127.0.0.1"]
 
     def superlink_address(self, holder: int) -> str:
-        return f"127.0.0.1:{self.superlink_port}"
-
-    def control_address(self) -> str:
         return f"127.0.0.1:{self.superlink_port}"
 
     def supernode_port(self, holder: int) -> int:
@@ -98,16 +106,19 @@ class Namespaces:
     """The SuperLink and each data holder in network namespaces of their own."""
 
     kind = "namespaces"
-    superlink_host = "0.0.0.0"  # in its own namespace: our veth ends and loopback only
+    public_host = "0.0.0.0"  # in its own namespace: our veth ends and loopback only
+    superlink_port = SUPERLINK_PORT
+    internal_port = INTERNAL_PORT
+    operator_port = OPERATOR_PORT
 
-    def __init__(self, holders: int) -> None:
+    def __init__(self, holders: int, tag: str) -> None:
         self.holders = holders
-        tag = secrets.token_hex(3)  # several federations may run side by side
-        self.link_ns = f"fedcore-{tag}-link"
-        self.holder_ns = [f"fedcore-{tag}-{i}" for i in range(holders)]
-        self.link_end = [f"fc{tag}l{i}" for i in range(holders)]  # <= 15 characters
-        self.holder_end = [f"fc{tag}h{i}" for i in range(holders)]
-        self.superlink_port = SUPERLINK_PORT
+        # `tag` names the federation and its process (several may run side by side)
+        self.link_ns = f"{tag}-link"
+        self.holder_ns = [f"{tag}-holder{i}" for i in range(holders)]
+        # Each end is named inside its own namespace: no clash between federations.
+        self.link_end = [f"to-holder{i}" for i in range(holders)]
+        self.holder_end = ["to-superlink"] * holders
         self.created: list[str] = []
 
     @staticmethod
@@ -115,7 +126,7 @@ class Namespaces:
         """Whether this process may create network namespaces (tried, then removed)."""
         if os.geteuid() != 0 or shutil.which("ip") is None:
             return False
-        probe = f"fedcore-probe-{secrets.token_hex(3)}"
+        probe = f"{tag()}-probe"
         try:
             _ip("netns", "add", probe)
         except (NetworkError, OSError, subprocess.TimeoutExpired):
@@ -160,10 +171,6 @@ class Namespaces:
 
     def superlink_address(self, holder: int) -> str:
         return f"{SUBNET}.{holder + 1}.1:{self.superlink_port}"
-
-    def control_address(self) -> str:
-        """Where `flwr` reaches the SuperLink: it runs in the SuperLink's namespace."""
-        return f"127.0.0.1:{self.superlink_port}"
 
     def supernode_port(self, holder: int) -> int:
         return SUPERNODE_PORT

@@ -11,13 +11,23 @@ A child exits when its parent does, even when the parent is killed: a
 watchdog thread sees it re-parented within half a second. (Linux's
 `PR_SET_PDEATHSIG` would fire when the *thread* that started the child ends,
 and a web server starts the engine from a session's thread.)
+
+Nothing here signals a bare process id, which the system may have given to
+another process once its own ended and was reaped: the engine leads a process
+group of its own, which its workers join, and `SpawnedChild` signals that
+group only while the engine is not reaped yet (its id, and so the group's, is
+still ours); a forked worker is signalled through a pidfd, which names that
+one process for good.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +40,9 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 _open_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+# How long `SpawnedChild.reap` waits for the processes of a killed group to be
+# reaped by the system (they are orphans then: init reaps them in milliseconds).
+GROUP_GONE_SECONDS = 10.0
 
 
 class Channel:
@@ -46,23 +59,115 @@ class Channel:
     def recv(self) -> Any:
         return pickle.loads(self._conn.recv_bytes())
 
+    def shutdown(self) -> None:
+        """End the conversation both ways: the peer reads end-of-file, and so does a
+        thread of ours blocked in `recv` (which closing the socket would not wake)."""
+        with (
+            contextlib.suppress(OSError),  # closed already
+            socket.socket(fileno=os.dup(self._conn.fileno())) as sock,
+        ):
+            sock.shutdown(socket.SHUT_RDWR)
+
     def close(self) -> None:
         self._conn.close()
 
 
-def spawn_child(module: str) -> tuple[subprocess.Popen, Channel]:
-    """Start `python -m module FD`; return the process and our end of its channel."""
+class SpawnedChild:
+    """A spawned child that leads a process group of its own (its forked workers join
+    it), so that `kill` ends all of them at once. The group is signalled only while
+    the leader is not reaped: until then no other process can be given its id."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self._pidfd = os.pidfd_open(popen.pid)  # ours: the child is not reaped yet
+        self._lock = threading.Lock()  # kill and reap, one at a time
+        self.returncode: int | None = None  # set once reaped
+
+    def exited(self, timeout: float | None = None) -> bool:
+        """Whether the leader has exited, waiting up to `timeout` (None: until it has);
+        it is left unreaped."""
+        ready, _, _ = select.select([self._pidfd], [], [], timeout)
+        return bool(ready)
+
+    def kill(self) -> None:
+        """SIGKILL the leader and every process of its group (a no-op once reaped)."""
+        with self._lock:
+            if self.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+
+    def reap(self, grace: float) -> int:
+        """Wait for the leader to exit (killing the group if it has not after `grace`
+        seconds), kill whatever of its group outlived it, reap it, and wait until no
+        process of the group is left. Its exit code (negative: the signal)."""
+        if not self.exited(grace):
+            self.kill()
+        self.exited()
+        self.kill()  # the leader is a zombie now: its workers, if any are left
+        with self._lock:
+            self.returncode = self._popen.wait()
+            os.close(self._pidfd)
+        _wait_until_group_gone(self.pid)
+        return self.returncode
+
+
+def _wait_until_group_gone(group: int) -> None:
+    """Until no process of `group` is left (its killed workers reaped by the
+    system), for up to `GROUP_GONE_SECONDS`. Signal 0 only asks: should the id have
+    been given to another group meanwhile, nothing happens to it."""
+    deadline = time.monotonic() + GROUP_GONE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except OSError:  # no such group any more (or, reused, not ours to ask)
+            return
+        time.sleep(0.01)
+
+
+def spawn_child(module: str) -> tuple[SpawnedChild, Channel]:
+    """Start `python -m module FD` in a process group of its own; return the process
+    and our end of its channel. (Its own group also keeps a terminal's Ctrl-C from
+    reaching it: the caller decides what a Ctrl-C stops.)"""
     ours, theirs = socket.socketpair()
     process = subprocess.Popen(
         [sys.executable, "-m", module, str(theirs.fileno())],
         pass_fds=[theirs.fileno()],
         stdin=subprocess.DEVNULL,
+        process_group=0,
     )
     theirs.close()
-    return process, Channel(ours.detach())
+    return SpawnedChild(process), Channel(ours.detach())
 
 
-def fork_child(target: Callable[[Channel], None]) -> tuple[BaseProcess, Channel]:
+class ForkedChild:
+    """A forked worker, killed through a pidfd opened while it was surely ours."""
+
+    def __init__(self, process: BaseProcess) -> None:
+        self._process = process
+        self.pid = process.pid
+        self._pidfd: int | None = os.pidfd_open(process.pid)
+        self._lock = threading.Lock()  # the pidfd is closed by `join`, maybe meanwhile
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._process.exitcode
+
+    def kill(self) -> None:
+        with self._lock:
+            if self._pidfd is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+
+    def join(self) -> None:
+        self._process.join()
+        with self._lock:
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+
+
+def fork_child(target: Callable[[Channel], None]) -> tuple[ForkedChild, Channel]:
     """Fork this process and run `target(channel)` in the child; our end of the channel.
 
     Call it before this process starts threads of its own (a fork copies only
@@ -74,7 +179,7 @@ def fork_child(target: Callable[[Channel], None]) -> tuple[BaseProcess, Channel]
     )
     process.start()
     theirs.close()
-    return process, Channel(ours.detach())
+    return ForkedChild(process), Channel(ours.detach())
 
 
 def _run_forked(sock: socket.socket, target: Callable[[Channel], None]) -> None:

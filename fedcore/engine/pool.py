@@ -3,6 +3,8 @@
 The engine keeps two: one for the ClientApps of the federated run and one, at
 the lowest scheduling priority (nice 19), for the isolated models, which so
 train on the cycles the federated run leaves idle and never delay a round.
+Workers are killed through their pidfds (`fedcore.engine.child.ForkedChild`),
+never by a bare process id.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from fedcore.engine.child import fork_child
+from fedcore.engine.child import Channel, ForkedChild, fork_child
 from fedcore.engine.protocol import Task, TaskDone, TaskProgress
 from fedcore.engine.worker import serve
 
@@ -78,7 +80,7 @@ class WorkerPool:
             self._queue.put(_Queued(kind, args, future, on_progress))
         return future
 
-    def _serve(self, process: Any, conn: Any) -> None:
+    def _serve(self, process: ForkedChild, conn: Channel) -> None:
         task = None
         try:
             conn.recv()  # WorkerReady: imports done
@@ -110,6 +112,7 @@ class WorkerPool:
         return covered_seconds(self.busy, since)
 
     def close(self) -> None:
+        """Kill every worker and reap it: none is left once this returns."""
         for process, conn in self._workers:
             conn.close()
             process.kill()

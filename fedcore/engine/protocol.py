@@ -5,10 +5,14 @@ The supervisor (`fedcore.engine.supervisor`, in the caller's process) sends:
 - `Run`: compute one job; the engine runs one at a time, in the order sent.
 - `Cancel`: end a job early (also one not started yet: it never starts).
 
+Closing the channel ends the engine: its job under way stops, its workers are
+killed and reaped, and it exits.
+
 The engine process (`fedcore.engine.service`) sends:
 
-- `Ready`: once, at start, its workers' pids, so that the supervisor can kill
-  them by process id if the engine has to go;
+- `Ready`: once, at start, its workers' pids, for the supervisor to report
+  (`Engine.pids`); to stop them it kills the engine's process group, never
+  these ids, which the system may give to others once a worker is gone;
 - `Event`: what a running job did (an epoch, a round, the isolated models), for
   the caller's progress bars; `kind` and `payload` are what a listener gets;
 - then exactly one of `Done` (the result), `Failed` (why, in one line) or
@@ -72,7 +76,7 @@ class Cancel:
 
 @dataclass(frozen=True)
 class Ready:
-    """The engine has started its workers (their pids, to kill them by id)."""
+    """The engine has started its workers (their pids, to report them)."""
 
     worker_pids: tuple[int, ...]
 

@@ -16,6 +16,7 @@ result (`assemble`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -35,7 +36,7 @@ from fedcore.data.partition import (
     missing_subsets,
     partition_clients,
 )
-from fedcore.engine.cache import ResultCache, isolated_client_key
+from fedcore.engine.cache import ResultCache, isolated_client_key, model_entry_reader
 from fedcore.engine.child import connect_to_parent
 from fedcore.engine.pool import TaskError, WorkerDied, WorkerPool
 from fedcore.engine.protocol import (
@@ -135,11 +136,14 @@ class IsolatedModels:
         self._entries: dict[int, Future] = {p.client: Future() for p in partitions}
         self._training: list[Future] = []  # tasks sent to a pool
         self._submitted: set[int] = set()
+        self._cached: set[int] = set()  # came from the cache: not written again
+        if cache is None:
+            return
+        read = model_entry_reader(build_model(config.seed, config.model))
         for partition in partitions:
-            cached = (
-                cache.get("isolated", isolated_client_key(config, partition)) if cache else None
-            )
+            cached = cache.get("isolated", isolated_client_key(config, partition), read)
             if cached is not None:
+                self._cached.add(partition.client)
                 self._done(partition.client, cached)
 
     def _done(self, client: int, entry: dict[str, Any]) -> None:
@@ -195,11 +199,11 @@ class IsolatedModels:
                 task.cancel()  # only those not started yet
 
     def results(self, data: MnistData, subsets: tuple[tuple[int, ...], ...]) -> list[ClientResult]:
-        """Each model's report; every model is cached (complete models only)."""
+        """Each model's report; every model not cached yet is cached (complete models only)."""
         out = []
         for partition in self.partitions:
             entry = self._entries[partition.client].result()
-            if self.cache is not None:
+            if self.cache is not None and partition.client not in self._cached:
                 self.cache.put("isolated", isolated_client_key(self.config, partition), entry)
             model = build_model(self.config.seed, self.config.model)
             model.load_state_dict(entry["weights"])
@@ -211,12 +215,15 @@ class CentralizedModel:
     """The centralized baseline's weights and losses: from the cache or trained in a pool."""
 
     def __init__(self, config: ExperimentConfig, cache: ResultCache | None, emit: Emit) -> None:
-        self.config, self.cache = config, cache
-        cached = cache.get("centralized", config.cache_key()) if cache else None
+        self.config, self.cache, self.emit = config, cache, emit
         self.task: Future = Future()
-        if cached is not None:
-            self.task.set_result(cached)
-        self.emit = emit
+        self.cached = False  # from the cache: then not written again
+        if cache is not None:
+            read = model_entry_reader(build_model(config.seed, config.model))
+            cached = cache.get("centralized", config.cache_key(), read)
+            if cached is not None:
+                self.cached = True
+                self.task.set_result(cached)
 
     def train(self, pool: WorkerPool) -> None:
         if not self.task.done():
@@ -230,7 +237,7 @@ class CentralizedModel:
                 self.task.cancel()  # only if not started yet
                 raise JobCancelled
         entry = self.task.result()
-        if self.cache is not None:
+        if self.cache is not None and not self.cached:
             self.cache.put("centralized", self.config.cache_key(), entry)
         return entry
 
@@ -319,9 +326,11 @@ def start_federated(
     """The cached federated result, else Flower's run started at once in its own thread;
     when every client trains in round 1, `models` takes their updates as isolated models."""
     federating = Federating(halt=threading.Event())
-    entry = cache.get("federated", config.cache_key()) if cache else None
-    if entry is not None:
-        federating.result = FederatedResult.from_dict(entry)
+    cached = (
+        cache.get("federated", config.cache_key(), FederatedResult.from_dict) if cache else None
+    )
+    if cached is not None:
+        federating.result = cached
         return federating
     first_round = models.offer_first_round if models and config.fraction_train == 1 else None
     federating.thread = threading.Thread(
@@ -463,9 +472,11 @@ def serve(conn: Any) -> None:
 
     pools = Pools()
     send_lock = threading.Lock()
+    closing = threading.Event()  # the supervisor closed the channel (or died): end now
 
     def send(message: ToSupervisor) -> None:
-        with send_lock:
+        """To the supervisor; once it has gone there is nobody left to tell."""
+        with send_lock, contextlib.suppress(OSError):
             conn.send(message)
 
     send(Ready(tuple(pools.pids)))
@@ -476,7 +487,10 @@ def serve(conn: Any) -> None:
         while True:
             try:
                 message = conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError):  # the job under way ends, the rest never start
+                closing.set()
+                for stop in list(stops.values()):
+                    stop.set()
                 jobs.put(None)
                 return
             match message:
@@ -493,7 +507,7 @@ def serve(conn: Any) -> None:
         job = message.job
         stop = stops.setdefault(job, threading.Event())
         try:
-            if stop.is_set():
+            if stop.is_set() or closing.is_set():
                 raise JobCancelled
             result = run_job(
                 message.config,
@@ -515,8 +529,14 @@ def serve(conn: Any) -> None:
         stops.pop(job, None)
         if pools.broken:
             break
-    pools.close()
+    pools.close()  # every worker killed and reaped before this process exits
 
 
 if __name__ == "__main__":
     serve(connect_to_parent(sys.argv))
+    # Its workers are reaped and its files written: nothing is left to tidy, and the
+    # interpreter's own finalization (PyTorch, Flower) takes seconds under load, which
+    # the caller's `Engine.close()` (and so the CLI) would wait for.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

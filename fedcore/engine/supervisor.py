@@ -5,16 +5,27 @@ the benchmarks.
 by the time the first run is asked for, and keeps, in the caller's process:
 
 - a queue: the engine runs one job at a time (its worker pool already uses
-  every core); the others wait, and know their place;
+  every core); the others wait, and know their place. Callers take turns: each
+  request names its owner (a session of the page), the owner served longest
+  ago goes next, and an owner keeps one request queued at most (a new one
+  replaces it). Requests without an owner (a script, the CLI, a sweep) are one
+  owner together, and may queue any number;
 - identical requests merged: two sessions asking for the same settings get
   the same job, computed once;
 - finished results in memory, so a setting already computed comes back at once;
-- Stop: the engine is asked to end the job (it does within a fraction of a
-  second), and if it has not after `STOP_GRACE_SECONDS` the engine's processes
-  are killed by process id and a fresh engine starts;
+- Stop, per caller: it ends that caller's handle at once; the job ends only
+  when no handle waits for it any more (the engine is asked to end it, within
+  a fraction of a second, and if it has not after `STOP_GRACE_SECONDS` the
+  engine's process group is killed and a fresh engine starts);
+- a wall-clock limit per request, if it asks for one: a job still running
+  when its time is up fails with one line;
 - recovery: if the engine process dies, its job fails with one line and the
   next job starts a new engine. The caller (a web server) never goes down
   with it.
+
+The engine leads a process group of its own, its workers in it; it is only
+ever killed as that group (`fedcore.engine.child.SpawnedChild`). `close()`
+returns once the engine and its workers are gone.
 
 The two processes talk in the messages of `fedcore.engine.protocol`.
 """
@@ -26,15 +37,15 @@ import collections
 import contextlib
 import itertools
 import logging
-import os
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from fedcore.engine.child import Channel, SpawnedChild, spawn_child
+from fedcore.engine.cost import cli_command, duration_text, estimate_seconds
 from fedcore.engine.protocol import (
     PHASES,
     Cancel,
@@ -51,7 +62,9 @@ from fedcore.engine.protocol import (
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results import ClientResult, ExperimentResult, RoundResult
 
-State = Literal["queued", "running", "done", "failed", "stopped"]
+# "stopped" and "replaced" may be one handle's own end while its job goes on for others
+State = Literal["queued", "running", "done", "failed", "stopped", "replaced"]
+Owner = Hashable
 STOP_GRACE_SECONDS = 1.5
 log = logging.getLogger("fedcore.engine")
 MEMORY_RESULTS = 256  # finished results kept in memory, most recent first
@@ -67,7 +80,7 @@ class EngineError(RuntimeError):
 
 
 class RunStopped(Exception):
-    """The run was stopped before it finished; nothing of it was kept."""
+    """This caller's run was stopped or replaced before it finished."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +108,9 @@ class _Job:
     use_cache: bool
     id: int = field(default_factory=itertools.count().__next__)
     state: State = "queued"
-    subscribers: int = 0
-    stop_requested: bool = False
+    handles: list[RunHandle] = field(default_factory=list)  # the callers still waiting
+    time_limit: float | None = None  # seconds from its start; None: no limit
+    ending: tuple[State, str | None] | None = None  # asked to end: how it ends
     started: float = 0.0
     epochs: dict[int, int] = field(default_factory=dict)
     history: tuple[RoundResult, ...] = ()
@@ -105,7 +119,6 @@ class _Job:
     result: ExperimentResult | None = None
     error: str | None = None
     error_kind: str = "run"
-    listeners: list[Listener] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -113,32 +126,37 @@ class _Job:
 
 
 class RunHandle:
-    """One caller's view of a run. Several handles may share one job."""
+    """One caller's view of a run. Several handles may share one job; each ends
+    on its own (`stop`), and the job ends when the last one does."""
 
-    def __init__(self, engine: Engine, job: _Job) -> None:
-        self._engine, self._job = engine, job
-        self._released = False
+    def __init__(self, engine: Engine, job: _Job, owner: Owner) -> None:
+        self._engine, self._job, self.owner = engine, job, owner
+        self.ended: State | None = None  # this caller's own end: "stopped" or "replaced"
+        self.listeners: list[Listener] = []
 
     def status(self) -> RunStatus:
-        return self._engine._status(self._job)
+        return self._engine._status(self)
 
     def done(self) -> bool:
-        return self._job.finished
+        """Finished for this caller: the job ended, or this handle did."""
+        return self.ended is not None or self._job.finished
 
     def wait(self, timeout: float | None = None) -> bool:
         """Until the run has finished (done, failed or stopped); False on timeout."""
         with self._engine._changed:
-            return self._engine._changed.wait_for(lambda: self._job.finished, timeout)
+            return self._engine._changed.wait_for(self.done, timeout)
 
     def isolated(self) -> list[ClientResult] | None:
         """The isolated models' results, as soon as that phase is done (before the run)."""
         return self._job.isolated
 
     def result(self, timeout: float | None = None) -> ExperimentResult:
-        """The result; `RunStopped` if stopped, `EngineError` if it failed."""
+        """The result; `RunStopped` if stopped or replaced, `EngineError` if it failed."""
         if not self.wait(timeout):
             raise TimeoutError("the run has not finished yet")
-        if self._job.state == "stopped":
+        if self.ended == "replaced":
+            raise RunStopped("the run was replaced by a newer request of the same owner")
+        if self.ended is not None or self._job.state == "stopped":
             raise RunStopped("the run was stopped")
         if self._job.state == "failed":
             raise EngineError(self._job.error or "the run failed", self._job.error_kind)
@@ -146,20 +164,16 @@ class RunHandle:
         return self._job.result
 
     def subscribe(self, listener: Listener) -> None:
-        """Call `listener(kind, payload)` for each event from now on: `"epoch"`
-        (client, epoch, loss), `"progress"` (a `Progress`), `"isolated"`."""
+        """Call `listener(kind, payload)` for each event from now on, while this handle
+        waits: `"epoch"` (client, epoch, loss), `"progress"` (a `Progress`), `"isolated"`."""
         with self._engine._changed:
-            self._job.listeners.append(listener)
+            self.listeners.append(listener)
 
     def stop(self) -> None:
-        """End the run for everyone who waits for it."""
-        self._engine._stop(self._job)
-
-    def release(self) -> None:
-        """This caller no longer needs the run: if nobody else does, it is dropped."""
-        if not self._released:
-            self._released = True
-            self._engine._release(self._job)
+        """This caller no longer waits for the run (its Stop button, or it shows
+        another): the handle ends at once; the job goes on while another caller waits
+        for it, and is dropped when nobody does. A finished run stays as it is."""
+        self._engine._end_handle(self, "stopped")
 
 
 class Engine:
@@ -167,12 +181,18 @@ class Engine:
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._queue: collections.deque[_Job] = collections.deque()
+        self._queue: list[_Job] = []  # in the order asked; `_queue_order` says who goes next
         self._jobs: dict[str, _Job] = {}  # queued or running, by key
         self._running: _Job | None = None
         self._results: collections.OrderedDict[str, ExperimentResult] = collections.OrderedDict()
-        self._process: Any = None
-        self._conn: Any = None
+        # Each owner's handles on queued jobs, and its turn: the moment it began to
+        # wait, or it was last served while it still waits (lower goes first).
+        self._waiting: dict[Owner, list[RunHandle]] = {}
+        self._turns: dict[Owner, int] = {}
+        self._turn = itertools.count()
+        self._process: SpawnedChild | None = None
+        self._conn: Channel | None = None
+        self._reader: threading.Thread | None = None
         self._worker_pids: list[int] = []
         self._closed = False
         self.jobs_started = 0  # jobs sent to the engine process (computations)
@@ -182,10 +202,22 @@ class Engine:
     # ------------------------------------------------------------- the public side
 
     def submit(
-        self, config: ExperimentConfig, phase: Phase = "all", use_cache: bool = True
+        self,
+        config: ExperimentConfig,
+        phase: Phase = "all",
+        use_cache: bool = True,
+        *,
+        owner: Owner = None,
+        time_limit: float | None = None,
     ) -> RunHandle:
         """A handle on the run of `config`: finished at once if it is in memory,
-        the running or queued job if someone already asked for it, else a new job."""
+        the running or queued job if someone already asked for it, else a new job.
+
+        `owner` (a session of the page) takes turns with the other owners and keeps
+        one request queued: a queued request of the same owner for other settings
+        is replaced (its handle ends "replaced"). `time_limit`: seconds the job may
+        run before it fails (the largest of its callers' limits; None: no limit).
+        """
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
         key = f"{phase}|{use_cache}|{config.cache_key()}"
@@ -197,35 +229,53 @@ class Engine:
                 result = self._results[key]
                 job = _Job(key, config, phase, use_cache, state="done", result=result)
                 job.isolated = result.isolated
-            elif key in self._jobs:
-                job = self._jobs[key]
-            else:
-                job = _Job(key, config, phase, use_cache)
+                return RunHandle(self, job, owner)
+            job = self._jobs.get(key)
+            if job is None:
+                job = _Job(key, config, phase, use_cache, time_limit=time_limit)
                 self._jobs[key] = job
                 self._queue.append(job)
+            elif job.time_limit is not None:
+                job.time_limit = None if time_limit is None else max(job.time_limit, time_limit)
+            handle = RunHandle(self, job, owner)
+            job.handles.append(handle)
+            if job.state == "queued":
+                if owner is not None:
+                    for earlier in list(self._waiting.get(owner, [])):
+                        if earlier._job is not job:
+                            self._end(earlier, "replaced")
+                self._wait_in_turn(handle)
                 self._dispatch()
-            job.subscribers += 1
-            return RunHandle(self, job)
+            return handle
 
     @property
     def pids(self) -> list[int]:
         """The engine process and its workers (empty while none runs)."""
         with self._changed:
-            if self._process is None or self._process.poll() is not None:
+            if self._process is None or self._process.returncode is not None:
                 return []
             return [self._process.pid, *self._worker_pids]
 
     def close(self) -> None:
-        """Stop every run and every process of the engine (by process id)."""
+        """Stop every run and end the engine: it is asked to (it stops its job, kills
+        and reaps its workers and exits), and killed as a group if it has not after
+        `STOP_GRACE_SECONDS`. Returns once the engine and its workers are gone."""
         with self._changed:
             self._closed = True
-            for job in [*self._queue, *([self._running] if self._running else [])]:
-                job.stop_requested = True
+            jobs = [*self._queue, *([self._running] if self._running else [])]
             self._queue.clear()
-            self._kill_process()
-            for job in list(self._jobs.values()):
-                self._finish(job, "stopped")
+            self._waiting.clear()
+            self._turns.clear()
+            for job in jobs:
+                job.ending = ("stopped", None)
+                if not job.finished:
+                    self._finish(job, "stopped")
             self._running = None
+            conn, reader = self._conn, self._reader
+        if conn is not None:
+            conn.shutdown()  # the engine reads end-of-file, and so does our reader
+        if reader is not None:
+            reader.join()  # it reaps the engine (killed if need be), then waits for its group
 
     def __enter__(self) -> Engine:
         return self
@@ -236,26 +286,15 @@ class Engine:
     # ------------------------------------------------------------ the engine process
 
     def _start_process(self) -> None:
-        from fedcore.engine.child import spawn_child
-
         process, conn = spawn_child("fedcore.engine.service")
         self._process, self._conn, self._worker_pids = process, conn, []
-        threading.Thread(
+        self._reader = threading.Thread(
             target=self._listen, args=(process, conn), name="fedcore-engine-reader", daemon=True
-        ).start()
+        )
+        self._reader.start()
 
-    def _kill_process(self) -> None:
-        """SIGKILL the engine and its workers, by process id, and wait for the engine."""
-        if self._process is None:
-            return
-        for pid in [self._process.pid, *self._worker_pids]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self._process.wait()
-        self._conn.close()
-        self._process = None
-
-    def _listen(self, process: Any, conn: Any) -> None:
+    def _listen(self, process: SpawnedChild, conn: Channel) -> None:
+        """The engine's messages, until it ends; then its job's end, and a new engine."""
         while True:
             try:
                 message = conn.recv()
@@ -272,27 +311,26 @@ class Engine:
                 except Exception as error:  # this thread must live on
                     self._reject(f"the engine's {message_name(message)!r} message", error)
                 self._changed.notify_all()
-        code = process.wait()
         with self._changed:
-            if self._process is process:  # died by itself, not killed by us
-                self._process = None
-            job = self._running
-            if job is not None and not job.finished:
-                if job.stop_requested:
-                    self._finish(job, "stopped")
-                else:
+            lost = self._running  # sent to this engine, if any: nothing else is sent meanwhile
+            if self._process is process:
+                self._process, self._conn = None, None  # the next job needs a new engine
+        code = process.reap(STOP_GRACE_SECONDS)  # and every worker of its group
+        conn.close()
+        with self._changed:
+            if lost is not None and self._running is lost:
+                self._running = None
+                if lost.ending is not None:
+                    self._finish(lost, *lost.ending)
+                elif not lost.finished:
                     how = f"signal {-code}" if code < 0 else f"exit code {code}"
                     self._finish(
-                        job,
+                        lost,
                         "failed",
                         f"the engine process ended unexpectedly ({how}); "
                         "the run was lost, the next one starts a new engine",
                     )
-            if self._running is job:
-                self._running = None
-            if not self._closed:
-                self._start_process()
-                self._dispatch()
+            self._dispatch(warm=True)
             self._changed.notify_all()
 
     def _reject(self, what: str, error: Exception) -> None:
@@ -304,8 +342,7 @@ class Engine:
             return
         log.error("run %d: a message from the engine could not be read: %r", job.id, error)
         self._finish(job, "failed", f"{what} could not be read ({error})")
-        with contextlib.suppress(OSError):
-            self._conn.send(Cancel(job.id))  # the engine may still be running it
+        self._send(Cancel(job.id))  # the engine may still be running it
         self._running = None
         self._dispatch()
 
@@ -335,7 +372,7 @@ class Engine:
                 job.error_kind = kind
                 self._finish(job, "failed", error)
             case Cancelled():
-                self._finish(job, "stopped")
+                self._finish(job, *(job.ending or ("stopped", None)))
         self._running = None
         self._dispatch()
 
@@ -358,22 +395,88 @@ class Engine:
         elif kind == "centralized-epoch":
             epoch, _ = payload
             job.detail = f"centralized baseline: epoch {epoch}/{job.config.total_local_epochs}"
-        for listener in job.listeners:
-            listener(kind, payload)
+        for handle in job.handles:
+            for listener in handle.listeners:
+                listener(kind, payload)
 
-    def _dispatch(self) -> None:
-        """Send the next queued job to the engine, if it is free."""
-        if self._running is not None or not self._queue or self._closed:
+    def _send(self, message: Run | Cancel) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):  # a dead engine: its reader fails the job
+                self._conn.send(message)
+
+    # ------------------------------------------------------------------ turns
+
+    def _wait_in_turn(self, handle: RunHandle) -> None:
+        if handle.owner not in self._waiting:
+            self._waiting[handle.owner] = []
+            self._turns[handle.owner] = next(self._turn)
+        self._waiting[handle.owner].append(handle)
+
+    def _stop_waiting(self, handle: RunHandle, served: bool = False) -> None:
+        """`handle` no longer waits in the queue; its owner's turn ends with its last
+        queued request, or, `served`, comes round again after the others'."""
+        waiting = self._waiting.get(handle.owner)
+        if waiting is None or handle not in waiting:
             return
-        if self._process is None:
-            self._start_process()
-        job = self._queue.popleft()
+        waiting.remove(handle)
+        if not waiting:
+            del self._waiting[handle.owner], self._turns[handle.owner]
+        elif served:
+            self._turns[handle.owner] = next(self._turn)
+
+    def _queue_order(self) -> list[_Job]:
+        """The queued jobs in the order they will run (as things stand): the one
+        whose owners' turn is earliest first; serving it sends its owners behind."""
+        turns, turn = dict(self._turns), itertools.count(next(self._turn))
+        left, order = list(self._queue), []
+        while left:
+            job = min(left, key=lambda j: (min(turns.get(h.owner, j.id) for h in j.handles), j.id))
+            left.remove(job)
+            order.append(job)
+            for handle in job.handles:
+                if any(h.owner == handle.owner for j in left for h in j.handles):
+                    turns[handle.owner] = next(turn)
+        return order
+
+    def _dispatch(self, warm: bool = False) -> None:
+        """Send the next job (by turns) to the engine, if it is free, starting an
+        engine first if there is none (`warm`: even with nothing queued, to be ready
+        for the next). If one cannot start, the queued jobs fail with the reason
+        instead of waiting for ever (the next request tries again)."""
+        if self._running is not None or self._closed:
+            return
+        if self._process is None and (self._queue or warm):
+            try:
+                self._start_process()
+            except OSError as error:
+                log.error("the engine process could not start: %s", error)
+                for job in list(self._queue):
+                    self._end_job(job, "failed", f"the engine process could not start: {error}")
+                return
+        if not self._queue:
+            return
+        job = self._queue_order()[0]
+        self._queue.remove(job)
+        for handle in job.handles:
+            self._stop_waiting(handle, served=True)
         job.state, job.started = "running", time.monotonic()
         self._running = job
         self.jobs_started += 1
-        log.info("run %d started: %s %s", job.id, job.phase, job.config.summary())
-        with contextlib.suppress(OSError):  # a dead engine: its reader fails the job
-            self._conn.send(Run(job.id, job.config, job.phase, job.use_cache))
+        owners = ", ".join(sorted({str(h.owner) for h in job.handles if h.owner is not None}))
+        log.info(
+            "run %d started: %s %s (estimate %s%s)",
+            job.id,
+            job.phase,
+            job.config.summary(),
+            duration_text(estimate_seconds(job.config, job.phase)),
+            f", for {owners}" if owners else "",
+        )
+        self._send(Run(job.id, job.config, job.phase, job.use_cache))
+        if job.time_limit is not None:
+            threading.Thread(
+                target=self._enforce_time_limit, args=(job,), name="fedcore-time-limit",
+                daemon=True,
+            ).start()  # fmt: skip
 
     def _finish(self, job: _Job, state: State, error: str | None = None) -> None:
         job.state, job.error = state, error
@@ -385,50 +488,93 @@ class Engine:
             del self._jobs[job.key]
         self._changed.notify_all()
 
-    # ------------------------------------------------------------ stop and release
+    # ------------------------------------------------------- ending handles and jobs
 
-    def _stop(self, job: _Job) -> None:
+    def _end_handle(self, handle: RunHandle, how: State) -> None:
         with self._changed:
-            if job.finished:
-                return
-            job.stop_requested = True
-            if job.state == "queued":
-                self._queue.remove(job)
-                self._finish(job, "stopped")
-                return
-            self._conn.send(Cancel(job.id))
-        threading.Thread(target=self._kill_if_still_running, args=(job,), daemon=True).start()
+            self._end(handle, how)
+
+    def _end(self, handle: RunHandle, how: State) -> None:
+        """`handle` ends (`how`: "stopped" or "replaced") unless its run has finished;
+        its job ends with it if no other handle waits for it."""
+        if handle.done():
+            return
+        handle.ended = how
+        job = handle._job
+        job.handles.remove(handle)
+        self._stop_waiting(handle)
+        if not job.handles:
+            self._end_job(job, "stopped")
+        self._changed.notify_all()
+
+    def _end_job(self, job: _Job, state: State, error: str | None = None) -> None:
+        """End `job` for every caller: at once if queued; if running, the engine is
+        asked to end it, and killed if it has not within `STOP_GRACE_SECONDS`. A new
+        request for the same settings meanwhile gets a new job."""
+        if job.finished or job.ending is not None:
+            return
+        job.ending = (state, error)
+        if self._jobs.get(job.key) is job:
+            del self._jobs[job.key]
+        if job.state == "queued":
+            self._queue.remove(job)
+            for handle in job.handles:
+                self._stop_waiting(handle)
+            self._finish(job, state, error)
+            return
+        self._send(Cancel(job.id))
+        threading.Thread(
+            target=self._kill_if_still_running, args=(job,), name="fedcore-stop", daemon=True
+        ).start()
 
     def _kill_if_still_running(self, job: _Job) -> None:
         with self._changed:
             if self._changed.wait_for(lambda: job.finished, STOP_GRACE_SECONDS):
                 return
-            if self._running is job:
-                self._kill_process()  # the reader marks it stopped and starts a new engine
+            if self._running is job and self._process is not None:
+                self._process.kill()  # the reader ends the job and starts a new engine
 
-    def _release(self, job: _Job) -> None:
+    def _enforce_time_limit(self, job: _Job) -> None:
+        """Fail `job` once it has run longer than its limit (which a later caller may
+        have raised or lifted meanwhile)."""
         with self._changed:
-            job.subscribers -= 1
-            abandoned = job.subscribers <= 0 and not job.finished
-        if abandoned:
-            self._stop(job)
+            while not job.finished and job.ending is None and job.time_limit is not None:
+                left = job.started + job.time_limit - time.monotonic()
+                if left <= 0:
+                    self._end_job(job, "failed", time_limit_message(job))
+                    return
+                self._changed.wait(left)
 
-    def _status(self, job: _Job) -> RunStatus:
+    def _status(self, handle: RunHandle) -> RunStatus:
+        job = handle._job
         with self._changed:
-            place = self._queue.index(job) + 1 if job.state == "queued" else 0
+            state = handle.ended or job.state
+            place = self._queue_order().index(job) + 1 if state == "queued" else 0
             detail = job.detail
-            if job.state == "queued":
-                detail = f"queued: place {place} (another run is using the engine)"
+            if state == "queued":
+                detail = f"queued: place {place} (callers take turns with the engine)"
+            elif handle.ended == "replaced":
+                detail = "replaced by a newer request of the same owner"
             return RunStatus(
-                state=job.state,
+                state=state,
                 place=place,
                 epochs_done=sum(job.epochs.values()),
                 epochs_total=job.config.num_clients * job.config.local_epochs,
                 history=job.history,
                 num_rounds=job.config.num_rounds,
                 detail=detail,
-                error=job.error,
+                error=job.error if state == "failed" else None,
             )
+
+
+def time_limit_message(job: _Job) -> str:
+    """Why a job that ran out of time failed, and how to run it without a limit."""
+    assert job.time_limit is not None
+    limit = f"{job.time_limit / 60:g} min" if job.time_limit >= 60 else f"{job.time_limit:g} s"
+    return (
+        f"the run was stopped after {limit}, the longest a run may take here; the "
+        f"command line has no such limit: {cli_command(job.config, job.phase)}"
+    )
 
 
 _shared: Engine | None = None
@@ -457,7 +603,8 @@ def run_experiment(
     listener: Listener | None = None,
     use_cache: bool = True,
 ) -> ExperimentResult:
-    """One experiment on an engine of its own, stopped afterwards (scripts, the CLI).
+    """One experiment on an engine of its own, stopped afterwards (scripts, the CLI):
+    it returns (or raises) once the engine and its workers are gone.
 
     Raises `EngineError` when the run fails; Ctrl-C stops every process it started.
     """

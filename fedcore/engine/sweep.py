@@ -5,7 +5,10 @@
 flags. Each finished cell is written to `OUT/cells/` at once, so a sweep
 interrupted (Ctrl-C, a closed laptop) resumes where it stopped when the same
 command runs again; the table (`OUT/sweep.json`, `OUT/sweep.csv`) is rewritten
-after every cell.
+after every cell. A folder holds one sweep's table: another sweep into it is
+refused before it runs (`claim_folder`), and a kept cell is used only if it holds
+what its cell asks (`kept_result`), since a folder is only a folder: files can be
+copied into it or edited.
 """
 
 from __future__ import annotations
@@ -15,41 +18,57 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedcore.engine.cache import code_fingerprint
+from fedcore.engine.protocol import PHASE_PARTS, Phase
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results import ExperimentResult, ResultsError
 from fedcore.experiment.settings import Setting
 from fedcore.experiment.specs import ConfigError, parse_exclusions
-from fedcore.storage import atomic_write_text
+from fedcore.storage import atomic_write_text, check_writable
 
 MAX_CELLS = 1000
+log = logging.getLogger("fedcore.sweep")
+
+
+class SweepFolderError(Exception):
+    """The --out folder holds what this sweep must not overwrite (one line)."""
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the grid: the varied settings' values and the whole config."""
+    """One point of the grid: the varied settings' values, the whole config and
+    the phases computed."""
 
     values: dict[str, Any]  # run-config key -> value, in --vary order
     config: ExperimentConfig
+    phase: Phase = "all"
 
     @property
     def name(self) -> str:
         return " ".join(f"{key}={value}" for key, value in self.values.items())
 
     @property
+    def key(self) -> str:
+        """What the cell computes: its settings and phase."""
+        return f"{self.phase}\n{self.config.cache_key()}"
+
+    @property
     def file_name(self) -> str:
-        """Named by the settings and the code: a sweep resumed after the code (or a
-        library) changed computes its cells again rather than mixing the two."""
-        key = f"{code_fingerprint()}\n{self.config.cache_key()}"
+        """Named by what it computes and the code: a sweep resumed after the code (or
+        a library) changed computes its cells again rather than mixing the two."""
+        key = f"{code_fingerprint()}\n{self.key}"
         return hashlib.sha256(key.encode()).hexdigest()[:20] + ".json"
 
 
-def grid(base: ExperimentConfig, varied: Sequence[tuple[Setting, list[Any]]]) -> list[Cell]:
+def grid(
+    base: ExperimentConfig, varied: Sequence[tuple[Setting, list[Any]]], phase: Phase = "all"
+) -> list[Cell]:
     """Every combination, validated before anything runs (a bad one is an error up front)."""
     names = [setting.name for setting, _ in varied]
     if len(set(names)) < len(names):
@@ -68,7 +87,7 @@ def grid(base: ExperimentConfig, varied: Sequence[tuple[Setting, list[Any]]]) ->
             cell = ", ".join(f"{s.key}={v}" for (s, _), v in zip(varied, combination, strict=True))
             raise ConfigError(f"cell {cell}: {error}") from None
         values = {s.key: v for (s, _), v in zip(varied, combination, strict=True)}
-        cells.append(Cell(values, config))
+        cells.append(Cell(values, config, phase))
     return cells
 
 
@@ -117,7 +136,72 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-Runner = Callable[[ExperimentConfig, Callable[[str, Any], None]], ExperimentResult]
+Runner = Callable[[ExperimentConfig, Phase, Callable[[str, Any], None]], ExperimentResult]
+
+
+def sweep_id(cells: Sequence[Cell]) -> str:
+    """Which sweep a table is of: its cells' settings and phases (not the code, so
+    that the same command resumes its sweep after an upgrade)."""
+    return hashlib.sha256("\n\n".join(cell.key for cell in cells).encode()).hexdigest()[:20]
+
+
+def claim_folder(out: Path, cells: Sequence[Cell]) -> None:
+    """Before anything runs: `SweepFolderError` if `out` holds another sweep's table
+    (or a table fedcore cannot read), the `OSError` a write would raise if `out`
+    cannot be written; else an empty table marks the folder as this sweep's, so
+    that another sweep started meanwhile is refused too."""
+    table, csv_table = out / "sweep.json", out / "sweep.csv"
+    move = f"give another --out, or move {table.name} and {csv_table.name} away"
+    if table.exists():
+        try:
+            held = json.loads(table.read_text(encoding="utf-8"))
+            ident, phase, names = held["id"], held["phase"], list(held["grid"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            raise SweepFolderError(
+                f"{table} is not a sweep table fedcore can read; {move}"
+            ) from None
+        if ident != sweep_id(cells):
+            first = f", the first {names[0]}" if names else ""
+            raise SweepFolderError(
+                f"{out} holds the table of another sweep ({len(names)} cells of phase "
+                f"{phase}{first}); {move}"
+            )
+    elif csv_table.exists():
+        raise SweepFolderError(f"{csv_table} is not this sweep's table (no {table.name}); {move}")
+    check_writable(out / "cells" / cells[0].file_name)
+    if not table.exists():
+        write_table(out, [], cells)
+
+
+def kept_result(path: Path, cell: Cell, on_note: Callable[[str], None]) -> ExperimentResult | None:
+    """The cell's result from an earlier sweep, if `path` holds one computed with the
+    cell's settings and with its phases; else None (one note if there was a file)."""
+    if not path.exists():
+        return None
+    try:
+        result = ExperimentResult.load(path)
+    except ResultsError as error:
+        on_note(f"{error}; computing cell {cell.name} again")
+        return None
+    theirs, ours = json.loads(result.config.cache_key()), json.loads(cell.config.cache_key())
+    why = ", ".join(
+        f"{key} {theirs.get(key)!r}, not {value!r}"
+        for key, value in ours.items()
+        if theirs.get(key) != value
+    )
+    if not why:
+        parts = {
+            "isolated": result.isolated,
+            "federated": result.federated,
+            "centralized": result.centralized,
+        }
+        why = ", ".join(
+            f"no {part}" for part in sorted(PHASE_PARTS[cell.phase]) if parts[part] is None
+        )
+    if why:
+        on_note(f"{path} holds another computation ({why}); computing cell {cell.name} again")
+        return None
+    return result
 
 
 def run_sweep(
@@ -126,21 +210,23 @@ def run_sweep(
     run: Runner,
     on_cell: Callable[[int, Cell, str], None] = lambda index, cell, state: None,
     on_event: Callable[[str, Any], None] = lambda kind, payload: None,
+    on_note: Callable[[str], None] = log.warning,
 ) -> Iterator[dict[str, Any]]:
-    """Run the cells not finished in an earlier sweep into `out`; yield every row.
+    """Run the cells not finished in an earlier sweep into `out` (see `claim_folder`
+    first); yield every row.
 
-    `on_cell(index, cell, state)`: state is "kept" (finished earlier), "running" or "done".
+    `on_cell(index, cell, state)`: state is "kept" (finished earlier), "running" or
+    "done"; `on_note(line)`: a file in `cells/` that could not be kept, and why.
     """
     rows: list[dict[str, Any]] = []
     folder = out / "cells"
     for index, cell in enumerate(cells):
         path = folder / cell.file_name
-        try:
-            result = ExperimentResult.load(path)
-            state = "kept"
-        except ResultsError:
+        result = kept_result(path, cell, on_note)
+        state = "kept"
+        if result is None:
             on_cell(index, cell, "running")
-            result = run(cell.config, on_event)
+            result = run(cell.config, cell.phase, on_event)
             result.save(path)
             state = "done"
         rows.append(row(cell, result))
@@ -150,6 +236,13 @@ def run_sweep(
 
 
 def write_table(out: Path, rows: Sequence[dict[str, Any]], cells: Sequence[Cell]) -> None:
-    summary = {"cells": len(cells), "finished": len(rows), "rows": rows}
+    summary = {
+        "id": sweep_id(cells),
+        "phase": cells[0].phase,
+        "grid": [cell.name for cell in cells],
+        "cells": len(cells),
+        "finished": len(rows),
+        "rows": rows,
+    }
     atomic_write_text(out / "sweep.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out / "sweep.csv", to_csv(rows))

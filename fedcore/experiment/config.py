@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ class ExperimentConfig:
                 f"privacy {self.privacy} needs fedavg or fedprox: Flower's accountant follows "
                 f"FedAvg's aggregation only (the strategy is {self.strategy})"
             )
+        self._check_strategy_fits()
         if self.model not in BY_NAME["model"].choices:
             raise ConfigError(
                 f"model must be one of {', '.join(BY_NAME['model'].choices)}, got {self.model!r}"
@@ -129,6 +131,41 @@ class ExperimentConfig:
             raise ConfigError(
                 f"min_train_clients ({self.min_train_clients}) is more than the "
                 f"{self.num_clients} clients"
+            )
+
+    def _check_strategy_fits(self) -> None:
+        """The robust rules' parameters against the clients of a round: beyond these
+        Flower's Krum, MultiKrum and trimmed mean run without a word, but are not what
+        they are named (Krum's scores clamp to one neighbour, MultiKrum averages all
+        it has, a trimmed mean trims nothing). Clients that drop out of a round are
+        not foreseen here: the round then has fewer updates."""
+        name, p, n = self.strategy_name, self.strategy_parameters, self.clients_per_round
+        strategy, per_round = f"strategy '{self.strategy}'", f"{n} client{'s' * (n != 1)} a round"
+        if name in ("krum", "multikrum") and n < 2 * p["f"] + 3:
+            raise ConfigError(
+                f"{strategy}: Krum needs n >= 2f + 3 clients a round to tolerate f faulty "
+                "ones; "
+                + (
+                    f"this run has {per_round}, f must be at most {(n - 3) // 2}"
+                    if n >= 3
+                    else f"this run has {per_round}, fewer than Krum's 3"
+                )
+            )
+        if name == "multikrum" and p["m"] > n - p["f"]:
+            raise ConfigError(
+                f"{strategy}: MultiKrum averages the m best of the n - f updates it trusts; "
+                f"with {per_round} and f={p['f']}, m must be at most {n - p['f']}"
+            )
+        if name == "fedtrimmedavg" and p["beta"] > 0 and int(p["beta"] * n) == 0:
+            least = math.ceil(100 / n) / 100
+            raise ConfigError(
+                f"{strategy}: with {per_round} it trims int({p['beta']:g} x {n}) = 0 updates "
+                "at each end, a plain mean; beta must be "
+                + (
+                    f"at least {least:g} (or 0)"
+                    if least < 0.5
+                    else "0: 2 updates cannot be trimmed"
+                )
             )
 
     def _resolve_exclusions(self) -> None:
@@ -228,6 +265,12 @@ class ExperimentConfig:
         if not self.excluded_digits:
             return ()
         return tuple(sorted(set.intersection(*(set(d) for d in self.excluded_digits))))
+
+    @property
+    def clients_per_round(self) -> int:
+        """How many clients are sampled to train in a round (Flower's rule: the
+        fraction of them, at least `min_train_clients`)."""
+        return max(int(self.num_clients * self.fraction_train), self.min_train_clients)
 
     @property
     def total_local_epochs(self) -> int:

@@ -2,22 +2,50 @@
 
 A run can then be cached, compared, reloaded by the app, or written by
 `flwr run .` and read by a script. Accuracies are fractions in [0, 1];
-subset names are the digits joined by commas (`"1,3,7"`).
+subset names are the digits joined by commas (`"1,3,7"`). A file is read
+with `ExperimentResult.load` or `.read`, which check every value first
+(`fedcore.experiment.results_file`; each field's `metadata` holds its range
+or shape), and a run that diverged says so (`ExperimentResult.diverged`).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedcore.experiment import results_file
 from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.results_file import (
+    CLIENT_DIGIT_COUNTS,
+    CONFUSION,
+    COUNTS,
+    DIGITS,
+    EPSILON,
+    FRACTIONS,
+    PER_CLIENT,
+    PER_DIGIT_COUNTS,
+    PER_DIGIT_FRACTIONS,
+    SECONDS,
+    SUBSET_FRACTIONS,
+    ResultsError,
+)
 from fedcore.storage import atomic_write_text
 
-
-class ResultsError(ValueError):
-    """A results file that cannot be loaded; the message names the file."""
+__all__ = ["ResultsError"]  # raised by `load` and `read`; defined beside the checks
+# Below this many times chance on the digits it trained on, a trained model "did not
+# learn": a model that diverged predicts one digit (about 1/k of k digits' images);
+# any MNIST model that learned, even one epoch, is far above (80% and more).
+CHANCE_MARGIN = 1.5
+# The digits a model "trained on": those that are at least this share of its training
+# images. A client of a skewed split (dirichlet:0.1: 95% of one digit, a few images of
+# others) rightly guesses its main digit; only among digits it saw in earnest is a
+# model that guesses one of them a model that did not learn.
+TRAINED_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -25,14 +53,16 @@ class ClientResult:
     """One isolated model: trained on one client's data only."""
 
     client: int  # 1-based
-    excluded: list[int]
-    train_size: int
+    excluded: list[int] = field(metadata=DIGITS.metadata())
+    train_size: int = field(metadata=COUNTS.metadata())
     loss: list[float]  # mean training loss of every epoch
-    accuracy: float  # full test set
-    missing_accuracy: float | None  # its own missing digits; None if it excludes none
-    subset_accuracy: dict[str, float]
-    confusion: list[list[int]]
-    label_counts: list[int] = field(default_factory=list)  # its training images per digit
+    accuracy: float = field(metadata=FRACTIONS.metadata())  # full test set
+    # its own missing digits; None if it excludes none
+    missing_accuracy: float | None = field(metadata=FRACTIONS.metadata())
+    subset_accuracy: dict[str, float] = field(metadata=SUBSET_FRACTIONS.metadata())
+    confusion: list[list[int]] = field(metadata=CONFUSION.metadata())
+    # its training images per digit
+    label_counts: list[int] = field(default_factory=list, metadata=PER_DIGIT_COUNTS.metadata())
 
 
 @dataclass(frozen=True)
@@ -40,12 +70,12 @@ class CentralizedResult:
     """The upper bound: one model trained on every client's data pooled, for as many
     epochs over it as one client trains over a whole run (rounds x local epochs)."""
 
-    train_size: int
+    train_size: int = field(metadata=COUNTS.metadata())
     epochs: int
     loss: list[float]  # mean training loss of every epoch
-    accuracy: float
-    subset_accuracy: dict[str, float]
-    confusion: list[list[int]]
+    accuracy: float = field(metadata=FRACTIONS.metadata())
+    subset_accuracy: dict[str, float] = field(metadata=SUBSET_FRACTIONS.metadata())
+    confusion: list[list[int]] = field(metadata=CONFUSION.metadata())
 
 
 @dataclass(frozen=True)
@@ -53,30 +83,37 @@ class RoundResult:
     """The global model after `round` rounds (0 = the initial weights)."""
 
     round: int
-    accuracy: float
+    accuracy: float = field(metadata=FRACTIONS.metadata())
     loss: float
-    subset_accuracy: dict[str, float]
+    subset_accuracy: dict[str, float] = field(metadata=SUBSET_FRACTIONS.metadata())
     # client number (as text, JSON keys are strings) -> loss of every local epoch
-    client_loss: dict[str, list[float]] = field(default_factory=dict)
-    digit_accuracy: list[float] = field(default_factory=list)  # test accuracy on each digit
+    client_loss: dict[str, list[float]] = field(
+        default_factory=dict, metadata=PER_CLIENT.metadata()
+    )
+    # test accuracy on each digit
+    digit_accuracy: list[float] = field(
+        default_factory=list, metadata=PER_DIGIT_FRACTIONS.metadata()
+    )
     # client -> L2 norm of its update (its weights minus the round's global weights)
-    update_norm: dict[str, float] = field(default_factory=dict)
+    update_norm: dict[str, float] = field(default_factory=dict, metadata=PER_CLIENT.metadata())
     # client -> cosine between its update and the aggregated one (drift: low = pulls away)
-    update_cosine: dict[str, float] = field(default_factory=dict)
-    messages_sent: int = 0  # model weights to the sampled clients, and their bytes
-    bytes_sent: int = 0
-    messages_received: int = 0  # updates back, and their bytes
-    bytes_received: int = 0
-    epsilon: float | None = None  # privacy spent so far (differential privacy only)
+    update_cosine: dict[str, float] = field(default_factory=dict, metadata=PER_CLIENT.metadata())
+    # model weights to the sampled clients, and their bytes; updates back, and theirs
+    messages_sent: int = field(default=0, metadata=COUNTS.metadata())
+    bytes_sent: int = field(default=0, metadata=COUNTS.metadata())
+    messages_received: int = field(default=0, metadata=COUNTS.metadata())
+    bytes_received: int = field(default=0, metadata=COUNTS.metadata())
+    # privacy spent so far (differential privacy only)
+    epsilon: float | None = field(default=None, metadata=EPSILON.metadata())
 
 
 @dataclass(frozen=True)
 class FederatedResult:
     history: list[RoundResult]
-    accuracy: float
+    accuracy: float = field(metadata=FRACTIONS.metadata())
     loss: float
-    subset_accuracy: dict[str, float]
-    confusion: list[list[int]]
+    subset_accuracy: dict[str, float] = field(metadata=SUBSET_FRACTIONS.metadata())
+    confusion: list[list[int]] = field(metadata=CONFUSION.metadata())
     failures: list[str] = field(default_factory=list)  # "client K failed in round N: why"
     # the first round after which the global model reached the config's target accuracy
     rounds_to_target: int | None = None
@@ -96,11 +133,17 @@ class ExperimentResult:
     isolated: list[ClientResult] | None = None
     federated: FederatedResult | None = None
     centralized: CentralizedResult | None = None
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    # seconds per phase
+    timings: dict[str, float] = field(default_factory=dict, metadata=SECONDS.metadata())
     # the split: training images per digit of every client (rows: clients, 1 first)
-    label_counts: list[list[int]] = field(default_factory=list)
+    label_counts: list[list[int]] = field(
+        default_factory=list, metadata=CLIENT_DIGIT_COUNTS.metadata()
+    )
     # isolated model i scored on client j's label mix (rows: i, columns: j)
-    cross_accuracy: list[list[float]] | None = None
+    cross_accuracy: list[list[float]] | None = field(default=None, metadata=FRACTIONS.metadata())
+
+    # written by `to_dict` for scripts that read the JSON; derived, so read back by nobody
+    WRITTEN_FIELDS = ("diverged",)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"config": self.config.to_dict()}
@@ -114,10 +157,13 @@ class ExperimentResult:
             data["cross_accuracy"] = self.cross_accuracy
         data["label_counts"] = self.label_counts
         data["timings"] = dict(self.timings)
+        data["diverged"] = self.diverged
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExperimentResult:
+        """A result from `to_dict`'s values (trusted: the engine's own; a file someone
+        hands us goes through `read`, which checks every value first)."""
         isolated = data.get("isolated")
         federated = data.get("federated")
         centralized = data.get("centralized")
@@ -131,14 +177,15 @@ class ExperimentResult:
             cross_accuracy=data.get("cross_accuracy"),
         )
 
+    def _pooled_counts(self) -> list[int]:
+        """Training images per digit of every client together (empty: not recorded)."""
+        counts = self.label_counts or [c.label_counts for c in self.isolated or []]
+        return [sum(column) for column in zip(*counts, strict=True)]
+
     @property
     def unlearnable_digits(self) -> tuple[int, ...]:
         """Digits no client has an image of: no model can learn them."""
-        counts = self.label_counts or [c.label_counts for c in self.isolated or []]
-        if not counts:
-            return ()
-        totals = [sum(column) for column in zip(*counts, strict=True)]
-        return tuple(d for d, total in enumerate(totals) if total == 0)
+        return tuple(d for d, total in enumerate(self._pooled_counts()) if total == 0)
 
     @property
     def subsets(self) -> list[str]:
@@ -148,23 +195,106 @@ class ExperimentResult:
                 return list(scored.subset_accuracy)
         return []
 
+    @property
+    def diverged(self) -> list[str]:
+        """Each model that diverged (a loss that is not a finite number) or did not
+        learn (about chance on the digits it trained on, after training), in words;
+        empty for a run whose models all learned. Read from the numbers, so a file
+        cannot say otherwise."""
+        lines = []
+        if self.isolated:
+            lines += _isolated_diverged(self.isolated)
+        pooled = self._pooled_counts()
+        trained = _trained_digits(
+            pooled or [int(d not in self.config.excluded_by_all) for d in range(10)]
+        )
+        if self.federated is not None:
+            losses = [
+                (h.round, [h.loss, *itertools.chain(*h.client_loss.values())])
+                for h in self.federated.history
+            ]
+            lines += _diverged("federated", "round", losses, self.federated.confusion, trained)
+        if self.centralized is not None:
+            epochs = [(e, [loss]) for e, loss in enumerate(self.centralized.loss, start=1)]
+            lines += _diverged("centralized", "epoch", epochs, self.centralized.confusion, trained)
+        return lines
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> ExperimentResult:
-        return cls.from_dict(json.loads(text))
 
     def save(self, path: str | Path) -> Path:
         """Write atomically, so a half-written file can never be loaded."""
         return atomic_write_text(path, self.to_json() + "\n")
 
     @classmethod
+    def read(cls, name: str, data: bytes) -> ExperimentResult:
+        """A results file's bytes as a result, every value checked first; else
+        `ResultsError`: one line naming `name` and the first problem."""
+        value = results_file.parse_json(name, data)
+        return results_file.checked(name, value, cls, cls.from_dict)
+
+    @classmethod
     def load(cls, path: str | Path) -> ExperimentResult:
-        path = Path(path)
-        try:
-            return cls.from_json(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ResultsError(f"{path}: cannot be read ({error.strerror or error})") from error
-        except (ValueError, KeyError, TypeError, AttributeError) as error:  # e.g. a JSON list
-            raise ResultsError(f"{path}: not a fedcore results file ({error})") from error
+        """The results file at `path`, as `read` checks it."""
+        return cls.read(str(path), results_file.read_bytes(path))
+
+
+def _trained_digits(counts: Sequence[int]) -> list[int]:
+    """The digits that are at least `TRAINED_SHARE` of the training images `counts`."""
+    total = sum(counts)
+    return [d for d, count in enumerate(counts) if total and count >= TRAINED_SHARE * total]
+
+
+def _not_finite(losses: Sequence[float]) -> float | None:
+    return next((loss for loss in losses if not math.isfinite(loss)), None)
+
+
+def _at_chance(confusion: Sequence[Sequence[int]], digits: Sequence[int]) -> str | None:
+    """`"9.8% on the digits it trained on, about chance (10%)"` for a model below
+    `CHANCE_MARGIN` times chance on the test images of `digits`; None otherwise, or
+    when a model trained on one digit only (it is right on it by guessing it)."""
+    total = sum(sum(confusion[d]) for d in digits)
+    if len(digits) < 2 or not total:
+        return None
+    accuracy, chance = sum(confusion[d][d] for d in digits) / total, 1 / len(digits)
+    if accuracy >= CHANCE_MARGIN * chance:
+        return None
+    return f"{accuracy:.1%} on the digits it trained on, about chance ({chance:.0%})"
+
+
+def _diverged(
+    model: str,
+    step: str,
+    losses: Sequence[tuple[int, Sequence[float]]],
+    confusion: Sequence[Sequence[int]],
+    digits: Sequence[int],
+) -> list[str]:
+    """One line if the model diverged (the first `step` whose losses are not finite)
+    or did not learn; none otherwise."""
+    for number, values in losses:
+        if (bad := _not_finite(values)) is not None:
+            return [f"{model}: diverged: the loss is {bad} in {step} {number}"]
+    if (chance := _at_chance(confusion, digits)) is not None:
+        return [f"{model}: did not learn: {chance}"]
+    return []
+
+
+def _isolated_diverged(isolated: Sequence[ClientResult]) -> list[str]:
+    """The isolated models that diverged and those that did not learn, one line
+    each group (a hundred clients with the same learning rate fail together)."""
+    diverged, unlearned = [], []
+    for c in isolated:
+        trained = _trained_digits(c.label_counts or [int(d not in c.excluded) for d in range(10)])
+        if _not_finite(c.loss) is not None:
+            diverged.append(c.client)
+        elif _at_chance(c.confusion, trained) is not None:
+            unlearned.append(c.client)
+    lines = []
+    for clients, what in (
+        (diverged, "diverged: a training loss is not finite"),
+        (unlearned, "did not learn: about chance on the digits trained on"),
+    ):
+        if clients:
+            models = "models of clients" if len(clients) > 1 else "model of client"
+            lines.append(f"isolated {models} {', '.join(map(str, clients))}: {what}")
+    return lines

@@ -48,11 +48,6 @@ def failure_reason(reply: Message, server_round: int) -> str:
     return reason if reason.startswith("client ") else f"round {server_round}: {reason}"
 
 
-def sampled_per_round(config: ExperimentConfig) -> int:
-    """How many clients FedAvg samples in a round (its own rule)."""
-    return max(int(config.num_clients * config.fraction_train), config.min_train_clients)
-
-
 def flower_strategy(config: ExperimentConfig) -> Strategy:
     """The named Flower strategy with the config's parameters (the server evaluates
     centrally, so no federated evaluation)."""
@@ -122,7 +117,7 @@ def with_privacy(strategy: Strategy, config: ExperimentConfig) -> Strategy:
         strategy,
         noise_multiplier=p["noise"],
         clipping_norm=p["clip"],
-        num_sampled_clients=sampled_per_round(config),
+        num_sampled_clients=config.clients_per_round,
         accountant=accountant,
     )
 

@@ -3,9 +3,15 @@
 Every chart colours models the same way (`model_colors`): one colour per
 client, and a dark one for the federated model, so a reader follows
 "Client 2" from the split to the confusion matrices without a legend hunt.
+
+A chart draws at most altair's `MAX_ROWS` rows (its `MaxRowsError` guards
+every chart, and stays on): a chart of many rounds shows evenly spaced rounds,
+the first and the last among them, and says so under its title (`some_rounds`).
 """
 
 from __future__ import annotations
+
+import math
 
 import altair as alt
 import pandas as pd
@@ -32,10 +38,43 @@ PERCENT = ".1%"
 DIGIT_COLORS = alt.Scale(domain=list(range(10)), scheme="tableau10")
 BARS_UP_TO = 10  # clients: bars (and numbers in cells) up to this many, a heatmap beyond
 WHITE_TO_BLUE = ["#ffffff", "#08519c"]  # heatmaps: an empty cell (0 images, 0%) is blank
+MAX_ROWS = 5000  # altair's own limit on one chart's rows (`alt.data_transformers`' default)
+# rounds drawn one band (or one line) each that stay legible: 100, and round 0
+MAX_BANDS = 101
+MAX_HEATMAP_ROUNDS = 60  # columns of the digit heatmap, 8 pixels or more each
+MAX_CONFUSIONS = 20  # confusion matrices drawn side by side
+ROUND_AXIS = alt.Axis(labelAngle=0, labelOverlap="greedy")  # rounds, one band each
 REFERENCE_COLORS = alt.Scale(
     domain=[FEDERATED, CENTRALIZED, ISOLATED_MEAN, TARGET],
     range=[FEDERATED_COLOR, CENTRALIZED_COLOR, "#8c8c8c", MISSING_COLOR],
 )
+
+
+def some_rounds(
+    table: pd.DataFrame, most: int | None = None, column: str = "round"
+) -> tuple[pd.DataFrame, str | None]:
+    """The rows of evenly spaced rounds of `table` (the first and the last always),
+    as many as fit in `MAX_ROWS` rows and `most` rounds, and a note that says which
+    (None, and every row, when all rounds fit). Thinned rather than averaged: each
+    point drawn is a round that was measured."""
+    rounds = sorted(table[column].unique()) if len(table) else []
+    if len(table) <= MAX_ROWS and (most is None or len(rounds) <= most):
+        return table, None
+    fit = max(2, int(MAX_ROWS * len(rounds) / len(table)))  # rounds of average size that fit
+    fit = min(fit, most) if most is not None else fit
+    step = max(1, math.ceil((len(rounds) - 1) / (fit - 1)))
+    while True:  # rounds of more rows than the average: one more round skipped between
+        kept = {*rounds[::step], rounds[-1]}
+        shown = table[table[column].isin(kept)]
+        fits = len(shown) <= MAX_ROWS and (most is None or len(kept) <= most)
+        if fits or len(kept) <= 2:
+            return shown, f"{len(kept)} of {len(rounds)} rounds shown (one in {step})"
+        step += 1
+
+
+def titled(title: str, note: str | None) -> str | alt.TitleParams:
+    """A chart's title, with `note` (what it leaves out) under it when there is one."""
+    return title if note is None else alt.TitleParams(title, subtitle=note)
 
 
 def model_colors(num_clients: int, federated: bool = True, centralized: bool = False) -> alt.Scale:
@@ -106,6 +145,7 @@ def loss_chart(losses: pd.DataFrame, num_clients: int, title: str) -> alt.Chart:
 
 def federated_loss_chart(losses: pd.DataFrame, num_clients: int) -> alt.LayerChart:
     """Each client's local loss, epoch after epoch across rounds; rules mark new rounds."""
+    losses, note = some_rounds(losses, MAX_BANDS)  # a line and a rule a round
     lines = (
         alt.Chart(losses)
         .mark_line(point=True)
@@ -123,9 +163,8 @@ def federated_loss_chart(losses: pd.DataFrame, num_clients: int) -> alt.LayerCha
     )
     starts = losses.groupby("round", as_index=False)["step"].min()
     rules = alt.Chart(starts).mark_rule(strokeDash=[4, 4], color="#999").encode(x="step:Q")
-    return alt.layer(rules, lines, title="Clients' training loss in each round").properties(
-        width=420, height=240
-    )
+    title = titled("Clients' training loss in each round", note)
+    return alt.layer(rules, lines, title=title).properties(width=420, height=240)
 
 
 def accuracy_chart(accuracies: pd.DataFrame, num_clients: int) -> alt.Chart:
@@ -166,7 +205,13 @@ def accuracy_chart(accuracies: pd.DataFrame, num_clients: int) -> alt.Chart:
 def confusion_chart(
     cells: pd.DataFrame, normalized: bool = True, columns: int = 4
 ) -> alt.FacetChart:
-    """Confusion matrices, one per model; rows of digits a model never saw are outlined."""
+    """Confusion matrices, one per model; rows of digits a model never saw are outlined;
+    the first `MAX_CONFUSIONS` models of many."""
+    models = list(dict.fromkeys(cells["model"]))
+    note = None
+    if len(models) > MAX_CONFUSIONS:
+        cells = cells[cells["model"].isin(models[:MAX_CONFUSIONS])]
+        note = f"the first {MAX_CONFUSIONS} of {len(models)} models"
     value = "rate" if normalized else "count"
     base = alt.Chart().encode(
         x=alt.X("predicted:O", title="predicted"),
@@ -202,18 +247,21 @@ def confusion_chart(
         .properties(width=210, height=210)
         .facet(facet=alt.Facet("model:N", title=None, sort=None), columns=columns)
         .properties(
-            title="Confusion matrices (red outline: digits the model never saw in training)"
+            title=titled(
+                "Confusion matrices (red outline: digits the model never saw in training)", note
+            )
         )
     )
 
 
 def _accuracy_per_round(data: pd.DataFrame, title: str, series: str, legend: str) -> alt.Chart:
     """Accuracy (y) after each round (x, 0 = initial weights), one line per `series`."""
+    data, note = some_rounds(data, MAX_BANDS)
     return (
-        alt.Chart(data, title=title)
+        alt.Chart(data, title=titled(title, note))
         .mark_line(point=True)
         .encode(
-            x=alt.X("round:O", title="round (0 = before training)", axis=alt.Axis(labelAngle=0)),
+            x=alt.X("round:O", title="round (0 = before training)", axis=ROUND_AXIS),
             y=alt.Y("accuracy:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
             color=alt.Color(f"{series}:N", title=legend),
             tooltip=[f"{series}:N", "round:O", alt.Tooltip("accuracy:Q", format=PERCENT)],
@@ -323,6 +371,7 @@ def rounds_with_references_chart(rounds: pd.DataFrame, references: pd.DataFrame)
     """The global model's test accuracy per round (`tables.federated_rounds`) against
     horizontal reference lines (`tables.reference_lines`): the centralized baseline,
     the isolated models' mean, and the target (dashed)."""
+    rounds, note = some_rounds(rounds)
     width, last = 420, int(rounds["round"].max()) if len(rounds) else 1
     x = alt.X(
         "round:Q",
@@ -370,9 +419,8 @@ def rounds_with_references_chart(rounds: pd.DataFrame, references: pd.DataFrame)
         .mark_text(align="right", baseline="top", dx=-4, dy=3)
         .encode(x=alt.value(width)),
     ]
-    return alt.layer(
-        rules, line, *labels, title="Federated accuracy per round, against the baselines"
-    ).properties(width=width, height=280)
+    title = titled("Federated accuracy per round, against the baselines", note)
+    return alt.layer(rules, line, *labels, title=title).properties(width=width, height=280)
 
 
 def cross_accuracy_chart(cells: pd.DataFrame, num_clients: int) -> alt.LayerChart:
@@ -423,7 +471,6 @@ def cross_accuracy_chart(cells: pd.DataFrame, num_clients: int) -> alt.LayerChar
 
 # ------------------------------------------------------- inside the lab's rounds
 
-ROUND_AXIS = alt.Axis(labelAngle=0, labelOverlap="greedy")
 NUMBERS_UP_TO = 12  # rounds: numbers written in the digit heatmap's cells up to this many
 
 
@@ -431,6 +478,7 @@ def digit_rounds_chart(cells: pd.DataFrame) -> alt.LayerChart:
     """The global model's test accuracy on each digit (rows) after each round
     (columns, 0 = before training), from `tables.digit_rounds`: when each client's
     missing digit gets learned."""
+    cells, note = some_rounds(cells, MAX_HEATMAP_ROUNDS)
     rounds = cells["round"].nunique() if len(cells) else 0
     base = alt.Chart(cells).encode(
         x=alt.X("round:O", title="round (0 = before training)", axis=ROUND_AXIS),
@@ -455,9 +503,8 @@ def digit_rounds_chart(cells: pd.DataFrame) -> alt.LayerChart:
             )
         )
     step = max(8, min(34, 480 // max(rounds, 1)))
-    return alt.layer(*layers, title="Test accuracy per digit, round by round").properties(
-        width=alt.Step(step), height=alt.Step(20)
-    )
+    title = titled("Test accuracy per digit, round by round", note)
+    return alt.layer(*layers, title=title).properties(width=alt.Step(step), height=alt.Step(20))
 
 
 def client_drift_chart(drift: pd.DataFrame, num_clients: int) -> alt.HConcatChart:
@@ -465,6 +512,7 @@ def client_drift_chart(drift: pd.DataFrame, num_clients: int) -> alt.HConcatChar
     client's update and the aggregated one (lines up to `BARS_UP_TO` clients, a
     client x round heatmap beyond), and the norm of each client's update."""
     x = alt.X("round:O", title="round", axis=ROUND_AXIS)
+    drift, note = some_rounds(drift, MAX_BANDS)
     model = drift.assign(model=drift["client"].map(client_name))
     tooltip = [
         "model:N",
@@ -508,7 +556,7 @@ def client_drift_chart(drift: pd.DataFrame, num_clients: int) -> alt.HConcatChar
     drift_chart = alt.hconcat(
         cosine.properties(width=300, height=220),
         norm.properties(width=300, height=220),
-        title="Client drift, round by round",
+        title=titled("Client drift, round by round", note),
     )
     # lines: one legend for both; a heatmap's colours are cosines, not clients
     return (
@@ -519,6 +567,7 @@ def client_drift_chart(drift: pd.DataFrame, num_clients: int) -> alt.HConcatChar
 def communication_chart(messages: pd.DataFrame) -> alt.HConcatChart:
     """Weights sent to the clients and received back, per round (`tables.communication`):
     megabytes (bars; the running total in the tooltip) and messages."""
+    messages, note = some_rounds(messages, MAX_BANDS)
     x = alt.X("round:O", title="round", axis=ROUND_AXIS)
     color = alt.Color(
         "direction:N",
@@ -543,7 +592,7 @@ def communication_chart(messages: pd.DataFrame) -> alt.HConcatChart:
     return alt.hconcat(
         size.properties(width=260, height=200, title="Megabytes per round"),
         count.properties(width=200, height=200, title="Messages per round"),
-        title="Communication: model weights to and from the clients",
+        title=titled("Communication: model weights to and from the clients", note),
     )
 
 
@@ -552,8 +601,9 @@ def privacy_chart(spent: pd.DataFrame, delta: float | None = None) -> alt.Chart:
     title = "Privacy spent: epsilon after each round" + (
         f" (delta {delta:g})" if delta is not None else ""
     )
+    spent, note = some_rounds(spent)
     return (
-        alt.Chart(spent, title=title)
+        alt.Chart(spent, title=titled(title, note))
         .mark_line(point=True, color=MISSING_COLOR)
         .encode(
             x=alt.X("round:Q", title="round", axis=alt.Axis(tickMinStep=1, format="d")),
@@ -567,6 +617,7 @@ def privacy_chart(spent: pd.DataFrame, delta: float | None = None) -> alt.Chart:
 def clients_answered_chart(answers: pd.DataFrame) -> alt.LayerChart:
     """Clients asked to train in each round (ticks) and those that answered (bars),
     from `tables.clients_answered`."""
+    answers, note = some_rounds(answers, MAX_BANDS)
     x = alt.X("round:O", title="round", axis=ROUND_AXIS)
     tooltip = ["round:O", "sampled:Q", "answered:Q", "missing:Q"]
     bars = (
@@ -583,6 +634,5 @@ def clients_answered_chart(answers: pd.DataFrame) -> alt.LayerChart:
         .mark_tick(color=FEDERATED_COLOR, thickness=2)
         .encode(x=x, y="sampled:Q", tooltip=tooltip)
     )
-    return alt.layer(
-        bars, asked, title="Clients that answered, per round (tick: clients asked)"
-    ).properties(width=320, height=200)
+    title = titled("Clients that answered, per round (tick: clients asked)", note)
+    return alt.layer(bars, asked, title=title).properties(width=320, height=200)

@@ -3,7 +3,9 @@ numbers; it opens anywhere, offline, with no script at all.
 
 Charts are inline SVG (vl-convert), styles are inline, nothing is fetched. Each
 accuracy in the tables also carries its exact value (`data-value`), so the
-report can be checked against the results JSON.
+report can be checked against the results JSON. Every value written into it is
+escaped (`_e`): run names and failures come from files people hand us, and
+vl-convert escapes the text inside the charts.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ th:first-child, td:first-child { text-align: left; }
 .missing { color: #b91c1c; font-weight: 600; }
 figure { margin: 1rem 0; } figcaption { color: #6b7280; font-size: 0.9rem; }
 .note { color: #6b7280; }
+.diverged { color: #b91c1c; border-left: 4px solid #b91c1c; padding-left: 0.6rem; }
 """
+
+
+def _e(value: object) -> str:
+    """A value as HTML text: `<`, `&` and quotes escaped."""
+    return html.escape(str(value))
 
 
 def _cell(value: float | None, missing: bool = False) -> str:
@@ -40,8 +48,9 @@ def _cell(value: float | None, missing: bool = False) -> str:
 
 
 def _figure(name: str, chart: alt.TopLevelMixin) -> str:
-    caption = name.replace("-", " ")
-    return f'<figure data-chart="{name}">{to_svg(chart)}<figcaption>{caption}</figcaption></figure>'
+    caption = _e(name.replace("-", " "))
+    svg = to_svg(chart)
+    return f'<figure data-chart="{_e(name)}">{svg}<figcaption>{caption}</figcaption></figure>'
 
 
 def accuracy_table(result: ExperimentResult) -> str:
@@ -54,7 +63,7 @@ def accuracy_table_html(table: pd.DataFrame) -> str:
     """An `accuracy_table` as HTML: each row's `data-model` is its `key`, each accuracy
     carries its exact value; the isolated models' mean is left out."""
     subsets = tables.subset_columns(table)
-    head = "".join(f"<th>{html.escape(labels.subset_name(s))}</th>" for s in subsets)
+    head = "".join(f"<th>{_e(labels.subset_name(s))}</th>" for s in subsets)
     rows = []
     for row in table.to_dict("records"):
         if row["key"] == labels.ISOLATED_MEAN_KEY:
@@ -62,36 +71,37 @@ def accuracy_table_html(table: pd.DataFrame) -> str:
         own = None if row["excluded"] is None else format_digits(sorted(row["excluded"]))
         cells = "".join(_cell(row[labels.subset_name(s)], s == own) for s in subsets)
         rows.append(
-            f'<tr data-model="{html.escape(row["key"])}"><td>{html.escape(row["model"])}</td>'
+            f'<tr data-model="{_e(row["key"])}"><td>{_e(row["model"])}</td>'
             f"{_cell(row[labels.ALL_DIGITS])}{cells}</tr>"
         )
-    head = f"<tr><th>model</th><th>{labels.ALL_DIGITS}</th>{head}</tr>"
+    head = f"<tr><th>model</th><th>{_e(labels.ALL_DIGITS)}</th>{head}</tr>"
     return f"<table>{head}{''.join(rows)}</table>"
 
 
 def _story(result: ExperimentResult) -> str:
     config, isolated, federated = result.config, result.isolated, result.federated
+    excluded = "; ".join(
+        f"client {i}: {format_digits(d) or 'none'}"
+        for i, d in enumerate(config.excluded_digits, start=1)
+    )
     parts = [
-        f"<p>{config.num_clients} clients, split {config.split}, model {config.model}, "
+        f"<p>{config.num_clients} clients, split {_e(config.split)}, model {_e(config.model)}, "
         f"{config.num_rounds} round(s) of FedAvg, "
         f"{config.local_epochs} local epoch(s), batch {config.batch_size}, learning rate "
         f"{config.learning_rate}, seed {config.seed}."
-        + (
-            " Excluded digits: "
-            + "; ".join(
-                f"client {i}: {','.join(map(str, d)) or 'none'}"
-                for i, d in enumerate(config.excluded_digits, start=1)
-            )
-            + "."
-            if config.excluded_digits
-            else ""
-        )
+        + (f" Excluded digits: {_e(excluded)}." if config.excluded_digits else "")
         + "</p>"
     ]
+    if result.diverged:
+        items = "".join(f"<li>{_e(line)}</li>" for line in result.diverged)
+        parts.append(
+            "<div class='diverged'><p><b>This run diverged or did not learn</b> (try a smaller "
+            f"learning rate or larger batches):</p><ul>{items}</ul></div>"
+        )
     if isolated:
         lines = "".join(
-            f"<li><b>{labels.client_name(c.client)}</b> "
-            f"(never saw {', '.join(map(str, c.excluded)) or 'nothing'}): "
+            f"<li><b>{_e(labels.client_name(c.client))}</b> "
+            f"(never saw {_e(', '.join(map(str, c.excluded)) or 'nothing')}): "
             f"{percent(c.accuracy)} on all test digits"
             + (f", <b>{percent(c.missing_accuracy)}</b> on its missing digits" * bool(c.excluded))
             + "</li>"
@@ -107,7 +117,7 @@ def _story(result: ExperimentResult) -> str:
             f"(0 = before training): {rounds}.</p>"
         )
         if federated.failures:
-            items = "".join(f"<li>{html.escape(f)}</li>" for f in federated.failures)
+            items = "".join(f"<li>{_e(f)}</li>" for f in federated.failures)
             parts.append(f"<p>Some client updates failed:</p><ul>{items}</ul>")
     if isolated and federated is not None:
         story = tables.story(isolated, federated)
@@ -115,9 +125,9 @@ def _story(result: ExperimentResult) -> str:
             alone, together = tables.story_spans(story)
             parts.append(
                 "<h3>Alone vs together</h3>"
-                f"<p>On the digits a client never saw, its own model scores {alone}; "
+                f"<p>On the digits a client never saw, its own model scores {_e(alone)}; "
                 "the federated model, trained on the same private data without any image "
-                f"leaving its client, scores {together}.</p>"
+                f"leaving its client, scores {_e(together)}.</p>"
             )
     return "".join(parts)
 
@@ -125,7 +135,7 @@ def _story(result: ExperimentResult) -> str:
 def _run_section(name: str, result: ExperimentResult) -> str:
     figures = "".join(_figure(name, build()) for name, build in run_charts(result).items())
     return (
-        f'<section data-run="{html.escape(name)}"><h2>{html.escape(name)}</h2>'
+        f'<section data-run="{_e(name)}"><h2>{_e(name)}</h2>'
         f"{_story(result)}{accuracy_table(result)}{figures}</section>"
     )
 
@@ -134,11 +144,9 @@ def _differing_settings(runs: Sequence[tables.Run]) -> str:
     differ = tables.differing_settings(runs)
     if differ.empty:
         return "<p class='note'>The runs have the same settings.</p>"
-    head = "".join(f"<th>{html.escape(run)}</th>" for run, _ in runs)
+    head = "".join(f"<th>{_e(run)}</th>" for run, _ in runs)
     rows = "".join(
-        f"<tr><td>{html.escape(row[0])}</td>"
-        + "".join(f"<td>{html.escape(v)}</td>" for v in row[2:])
-        + "</tr>"
+        f"<tr><td>{_e(row[0])}</td>" + "".join(f"<td>{_e(v)}</td>" for v in row[2:]) + "</tr>"
         for row in differ.itertuples(index=False)
     )
     return f"<h3>Settings that differ</h3><table><tr><th>setting</th>{head}</tr>{rows}</table>"
@@ -146,12 +154,10 @@ def _differing_settings(runs: Sequence[tables.Run]) -> str:
 
 def _final_accuracies(runs: Sequence[tables.Run]) -> str:
     finals = tables.runs_final_accuracies(runs)
-    head = "".join(f'<th data-run="{html.escape(run)}">{html.escape(run)}</th>' for run, _ in runs)
+    head = "".join(f'<th data-run="{_e(run)}">{_e(run)}</th>' for run, _ in runs)
     rows = "".join(
-        f'<tr data-model="{html.escape(row[0])}" data-test-set="{html.escape(row[1])}">'
-        f"<td>{html.escape(row[0])}, {html.escape(row[1])}</td>"
-        + "".join(_cell(v) for v in row[2:])
-        + "</tr>"
+        f'<tr data-model="{_e(row[0])}" data-test-set="{_e(row[1])}">'
+        f"<td>{_e(row[0])}, {_e(row[1])}</td>" + "".join(_cell(v) for v in row[2:]) + "</tr>"
         for row in finals.itertuples(index=False)
     )
     return f"<h3>Final accuracy</h3><table><tr><th>model, test set</th>{head}</tr>{rows}</table>"

@@ -13,6 +13,10 @@ from fedcore.report import labels, tables
 from fedcore.report.labels import percent
 
 NAME_WIDTH = 24  # the model column; a name is cut to one less, so a space always follows
+DIVERGED_HINT = (
+    "a model that diverged or did not learn scores what a guess scores; "
+    "a smaller --lr or a larger --batch-size usually helps"
+)
 
 
 def _pct(value: float | None) -> str:
@@ -58,7 +62,7 @@ def accuracy_text(table: pd.DataFrame) -> list[str]:
 
 def format_table(result: ExperimentResult) -> str:
     """A short text table: one row per model, one column per test set; then the
-    federated model's rounds, the settings and the time taken."""
+    federated model's rounds, the models that diverged, the settings and the time taken."""
     lines = accuracy_text(tables.accuracy_table(result))
     config, federated = result.config, result.federated
     if federated is not None:
@@ -70,6 +74,9 @@ def format_table(result: ExperimentResult) -> str:
             + (str(reached) if reached is not None else f"not reached in {config.num_rounds}")
         )
         lines += [f"failure: {failure}" for failure in federated.failures]
+    if result.diverged:
+        lines += [f"warning: {line}" for line in result.diverged]
+        lines.append(f"warning: {DIVERGED_HINT}")
     timing = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.timings.items())
     lines.append(f"config: {config.summary()}")
     lines.append(f"time: {timing}")
