@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +209,18 @@ def test_kept_cells_are_checked_against_their_settings(engine, mnist_dir, tmp_pa
     assert notes[2] == (
         f"{paths[0]} holds another computation (no federated); computing cell seed=1 again"
     )
+
+
+def test_of_two_sweeps_claiming_a_folder_at_once_one_is_refused(mnist_dir, tmp_path, monkeypatch):
+    out = tmp_path / "sweep"
+    real_open = os.open
+
+    def another_sweep_first(path, flags, *args):  # it claims between our check and our create
+        if str(path).endswith("sweep.json") and flags & os.O_EXCL:
+            Path(path).write_text("")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", another_sweep_first)
+    with pytest.raises(SweepFolderError, match="was claimed by another sweep just now"):
+        claim_folder(out, isolated_cells(mnist_dir))
+    assert (out / "sweep.json").read_text() == ""  # the other's claim, not overwritten

@@ -41,7 +41,7 @@ from fedcore.deploy.federation import DeploymentError, Federation, holder_name
 from fedcore.deploy.leftovers import remove_stale
 from fedcore.deploy.network import Namespaces, NetworkError
 from fedcore.deploy.pki import CredentialError
-from fedcore.storage import atomic_write_bytes
+from fedcore.storage import atomic_write_bytes, check_writable, os_error_text
 
 DEFAULT_TIMEOUT = 900.0
 
@@ -157,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.network == "namespaces" and not Namespaces.available():
         print("deploy: --network namespaces needs root and `ip`", file=sys.stderr)
         return 2
+    try:
+        check_writable(args.out)  # before the federation starts, not after its run
+    except OSError as error:
+        print(f"deploy: --out {args.out}: cannot be written ({os_error_text(error)}); nothing "
+              "was run", file=sys.stderr)  # fmt: skip
+        return 2
     federation = None
     with Signals() as signals:
         try:
@@ -200,6 +206,9 @@ def _deploy(federation: Federation, args: argparse.Namespace, signals: Signals) 
     except (CredentialError, DeploymentError, NetworkError, TimeoutError,
             subprocess.TimeoutExpired) as error:  # fmt: skip
         print(f"deploy: {error} ({logs})", file=sys.stderr)
+        return 1
+    except OSError as error:  # a log folder or --out that cannot be written, a missing program
+        print(f"deploy: {os_error_text(error)} ({logs})", file=sys.stderr)
         return 1
     finally:
         signals.cleaning = True

@@ -263,7 +263,9 @@ class Federation:
         """Stop every process started here (by id, with children); remove namespaces."""
         processes = [p for p in (self.superlink, self.proxy, *self.others) if p is not None]
         processes += [h.process for h in self.holders if h.process is not None]
-        stopped = stop_processes(with_descendants([p.pid for p in processes]))
+        # Only those not reaped yet: a reaped process's id may be another's by now.
+        alive = [p.pid for p in processes if p.poll() is None]
+        stopped = stop_processes(with_descendants(alive))
         for process in processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=15)

@@ -64,8 +64,8 @@ def estimate_seconds(config: ExperimentConfig, phase: Phase, cores: int | None =
     longest = 0.0  # one task that no other core can share
     serial = JOB_SECONDS
     if "federated" in parts:
-        sampled = max(config.fraction_train, config.min_train_clients / config.num_clients)
-        spread += config.num_rounds * config.local_epochs * min(sampled, 1.0) * epoch
+        sampled = config.clients_per_round / config.num_clients
+        spread += config.num_rounds * config.local_epochs * sampled * epoch
         serial += (config.num_rounds + 1) * (scoring + ROUND_SECONDS)
     if "isolated" in parts:
         if "federated" not in parts or config.fraction_train < 1:  # else round 1 gives them

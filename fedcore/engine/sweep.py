@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,8 +170,13 @@ def claim_folder(out: Path, cells: Sequence[Cell]) -> None:
     elif csv_table.exists():
         raise SweepFolderError(f"{csv_table} is not this sweep's table (no {table.name}); {move}")
     check_writable(out / "cells" / cells[0].file_name)
-    if not table.exists():
-        write_table(out, [], cells)
+    if table.exists():
+        return  # this sweep's own table: it resumes
+    try:  # created exclusively: of two sweeps started at once, one claims the folder
+        os.close(os.open(table, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        raise SweepFolderError(f"{out} was claimed by another sweep just now; {move}") from None
+    write_table(out, [], cells)
 
 
 def kept_result(path: Path, cell: Cell, on_note: Callable[[str], None]) -> ExperimentResult | None:

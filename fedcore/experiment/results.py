@@ -10,6 +10,7 @@ or shape), and a run that diverged says so (`ExperimentResult.diverged`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -195,7 +196,7 @@ class ExperimentResult:
                 return list(scored.subset_accuracy)
         return []
 
-    @property
+    @functools.cached_property  # walks every loss: read by the report, Compare and to_dict
     def diverged(self) -> list[str]:
         """Each model that diverged (a loss that is not a finite number) or did not
         learn (about chance on the digits it trained on, after training), in words;
