@@ -79,20 +79,34 @@ def _():
 
 @app.cell(hide_code=True)
 def _(defaults):
-    # Labels, ranges and steps from the settings table. The split's own settings
+    # Labels, ranges and steps from the settings table. The client count and the seed
     # apart: the data and split sections depend only on them, so rounds, epochs or
-    # the learning rate do not redraw them.
-    story_split = controls.controls(controls.STORY_SPLIT, defaults)
+    # the learning rate do not redraw them, and only the client count makes new
+    # exclusion pickers.
+    story_clients = controls.control("num_clients", defaults)
+    story_seed = controls.control("seed", defaults)
     story_training = controls.controls(controls.STORY_TRAINING, defaults)
     get_exclusions, set_exclusions = mo.state(defaults.excluded_digits)
-    return get_exclusions, set_exclusions, story_split, story_training
+    # Laid out here, once: a cell that shows a control runs again whenever it moves,
+    # redrawing the control under the visitor's hand (a key press on it is lost).
+    _t = story_training
+    story_layout = {
+        "sizes": views.row(story_clients, _t["num_rounds"], _t["local_epochs"]),
+        "advanced": views.row(
+            *(_t[n] for n in ("learning_rate", "batch_size", "momentum")),
+            story_seed,
+            _t["fraction_train"],
+            gap=0.5,
+        ),
+    }
+    return get_exclusions, set_exclusions, story_clients, story_layout, story_seed, story_training
 
 
 @app.cell(hide_code=True)
-def _(get_exclusions, set_exclusions, story_split):
+def _(get_exclusions, set_exclusions, story_clients):
     # One selector per client; changing the client count keeps earlier picks.
     exclusion_pickers = controls.exclusion_pickers(
-        story_split.value["num_clients"],
+        story_clients.value,
         get_exclusions(),
         lambda picks: set_exclusions(picks + get_exclusions()[len(picks) :]),
     )
@@ -100,34 +114,25 @@ def _(get_exclusions, set_exclusions, story_split):
 
 
 @app.cell(hide_code=True)
-def _(exclusion_pickers, story_split, story_training):
-    _s, _t = story_split, story_training
+def _(exclusion_pickers, story_layout):
     mo.vstack(
         [
             mo.md("## The setup"),
-            views.row(_s["num_clients"], _t["num_rounds"], _t["local_epochs"]),
+            story_layout["sizes"],
             mo.md("Which digits does each client **not** have?"),
             mo.hstack(list(exclusion_pickers), wrap=True, justify="start"),
-            mo.accordion(
-                {
-                    "Advanced: optimiser, seed, client sampling": views.row(
-                        *(_t[n] for n in ("learning_rate", "batch_size", "momentum")),
-                        _s["seed"],
-                        _t["fraction_train"],
-                        gap=0.5,
-                    )
-                }
-            ),
+            mo.accordion({"Advanced: optimiser, seed, client sampling": story_layout["advanced"]}),
         ]
     )
     return
 
 
 @app.cell(hide_code=True)
-def _(defaults, exclusion_pickers, story_split):
+def _(defaults, exclusion_pickers, story_clients, story_seed):
     _picks = controls.exclusions_from_picks(exclusion_pickers.value)
+    _values = {"num_clients": story_clients.value, "seed": story_seed.value}
     try:
-        split_config = story_split_config(story_split.value, _picks, defaults.data_dir)
+        split_config = story_split_config(_values, _picks, defaults.data_dir)
     except ConfigError as _error:
         split_config, _message = None, views.refusal(_error)
     else:

@@ -168,9 +168,11 @@ def start_a_long_run(page, seed: int, epochs: bool = True) -> None:
 
     set_seed(page, seed)
     expect(page.get_by_text(f"shuffled (seed {seed})")).to_be_visible(timeout=LONG)
-    for slider in (1, 2) if epochs else (1,):  # federated rounds, local epochs
-        page.get_by_role("slider").nth(slider).focus()
+    for index in (1, 2) if epochs else (1,):  # federated rounds, local epochs
+        slider = page.get_by_role("slider").nth(index)
+        slider.focus()
         page.keyboard.press("End")
+        expect(slider).to_have_attribute("aria-valuenow", slider.get_attribute("aria-valuemax"))
     progress = page.locator("[data-cell-name]").filter(has_text=ROUND)
     if epochs:
         progress = progress.filter(has_text=LONG_RUN_EPOCHS)

@@ -24,10 +24,9 @@ from fedcore.experiment.specs import (
 
 Exclusions = tuple[tuple[int, ...], ...]
 
-# The story's controls, in two groups: the split's own settings (what the data and
-# split sections depend on) and the training's, so that moving the rounds does not
-# redraw the split.
-STORY_SPLIT = ("num_clients", "seed")
+# The story's training controls (the client count and the seed, what the data and
+# split sections depend on, are controls of their own), so that moving the rounds
+# does not redraw the split.
 STORY_TRAINING = ("num_rounds", "local_epochs", "learning_rate", "batch_size", "momentum",
                   "fraction_train")  # fmt: skip
 # The lab's controls with a value of their own (the split, strategy and privacy
