@@ -1,8 +1,9 @@
 """Only the operator can use the SuperLink's control side; an intruder gets nowhere.
 
-The intruder is a process that is not the operator's: on loopback, any other process
-of this machine; with namespaces, one inside data holder 1's network namespace. It
-has a FLWR_HOME of its own whose `config.toml` holds only the address that holder's
+The intruder is a process that is not the operator's: with namespaces, one inside
+data holder 1's network namespace; on loopback, a process of this machine outside
+the namespace whose loopback the federation runs on, which reaches nothing at all
+(the SuperLink's own port and the operator's side of the proxy included). It has a FLWR_HOME of its own whose `config.toml` holds only the address that holder's
 SuperNode dials and the public `ca.pem`, a key of its own that nobody registered,
 and even a registered SuperNode's private key (client-2's). While the operator's run
 goes on it tries everything (`intrude()`): `flwr supernode register`, `flwr ls`,
@@ -88,6 +89,12 @@ BEHIND_THE_DOOR = {  # with namespaces: the SuperLink's own port, the operator's
     "the SuperLink itself": "connection refused",
     "the operator's side of the proxy": "connection refused",
 }
+# On loopback, from outside the federation's namespace: nothing answers at all.
+UNREACHABLE = {
+    what: "Connection to the SuperLink is unavailable" if what.startswith("flwr ") else (
+        "connection refused")
+    for what in [*REFUSED, *BEHIND_THE_DOOR]
+}  # fmt: skip
 
 
 def _cli_error(output: str) -> str:
@@ -255,10 +262,10 @@ def intruder_home(fed, folder: Path) -> Path:
     "namespaces",
     [
         pytest.param(False, id="loopback"),
-        pytest.param(True, id="namespaces", marks=pytest.mark.skipif(
-            not Namespaces.available(), reason="needs root and `ip netns`")),
+        pytest.param(True, id="namespaces"),
     ],
 )  # fmt: skip
+@pytest.mark.skipif(not Namespaces.available(), reason="needs root and `ip netns`")
 def test_an_intruder_can_neither_join_nor_use_the_control_side_nor_touch_the_model(
     federation,  # noqa: F811 (the fixture imported above)
     federated_small,
@@ -275,21 +282,22 @@ def test_an_intruder_can_neither_join_nor_use_the_control_side_nor_touch_the_mod
 
     home = intruder_home(fed, tmp_path / "intruder-home")
     net = fed.network
-    behind = {}
-    if namespaces:  # the SuperLink's loopback is not the holder's
-        host = net.superlink_address(0).split(":")[0]
-        behind = {
-            "the SuperLink itself": f"{host}:{net.internal_port}",
-            "the operator's side of the proxy": f"{host}:{net.operator_port}",
-        }
+    # With namespaces, from data holder 1's: the SuperLink's loopback is not the
+    # holder's. On loopback, from this machine, outside the federation's namespace.
+    host = net.superlink_address(0).split(":")[0]
+    behind = {
+        "the SuperLink itself": f"{host}:{net.internal_port}",
+        "the operator's side of the proxy": f"{host}:{net.operator_port}",
+    }
     plan = {
         "home": str(home), "address": net.superlink_address(0), "run_id": started.group(1),
         "client_2": fed.holders[1].node_id, "client_3": fed.holders[2].node_id,
         "behind_the_door": behind,
     }  # fmt: skip
     env = os.environ | {"FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0"}
-    program = net.in_holder(0, [sys.executable, "-m", "tests.test_deploy_control",
-                                json.dumps(plan)])  # fmt: skip
+    program = [sys.executable, "-m", "tests.test_deploy_control", json.dumps(plan)]
+    if namespaces:
+        program = net.in_holder(0, program)
     done = subprocess.run(program, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=240)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -297,7 +305,7 @@ def test_an_intruder_can_neither_join_nor_use_the_control_side_nor_touch_the_mod
     print()
     for what, answer in answers.items():
         print(f"{what}: {answer}")
-    expected = REFUSED | (BEHIND_THE_DOOR if namespaces else {})
+    expected = (REFUSED | BEHIND_THE_DOOR) if namespaces else UNREACHABLE
     assert set(answers) == set(expected)
     for what, answer in answers.items():
         assert expected[what] in answer, what

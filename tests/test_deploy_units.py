@@ -293,3 +293,35 @@ def test_what_a_killed_deploy_left_is_removed_and_a_running_ones_kept(tmp_path):
             process.wait()
             if namespace:
                 subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
+
+
+def test_loopback_runs_in_a_namespace_of_its_own_or_warns_that_it_cannot(capsys):
+    """As root the federation's one loopback is a namespace's, made and removed here;
+    without one, deploy warns that every local process reaches the SuperLink."""
+    from types import SimpleNamespace
+
+    from fedcore.deploy.command import describe
+    from fedcore.deploy.network import Loopback
+
+    shared = Loopback(2)
+    assert shared.link_ns is None and shared.holder_ns == [None, None]
+    assert shared.in_superlink(["flwr", "ls"]) == ["flwr", "ls"]
+    running = SimpleNamespace(pid=1)
+    fed = SimpleNamespace(network=shared, secure=True, superlink=running, proxy=running,
+                          control_address="127.0.0.1:1", holders=[])  # fmt: skip
+    describe(fed)
+    assert "deploy: warning: on this machine's loopback" in capsys.readouterr().out
+    if not Namespaces.available():
+        return
+    private = Loopback(2, f"{leftovers.tag()}-f9")
+    before = fedcore_namespaces()
+    private.create()
+    try:
+        assert fedcore_namespaces() - before == {private.link_ns}
+        assert private.in_holder(1, ["true"]) == ["ip", "netns", "exec", private.link_ns, "true"]
+        assert not private.listening(private.superlink_port)
+        describe(SimpleNamespace(**{**vars(fed), "network": private}))
+        assert "warning" not in capsys.readouterr().out
+    finally:
+        private.close()
+    assert fedcore_namespaces() == before

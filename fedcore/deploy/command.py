@@ -12,7 +12,10 @@ of the proxy. `--insecure` turns all three off (loopback experiments only).
 
 Each data holder runs in a network namespace of its own (created here, with veth
 pairs and addresses assigned here, removed afterwards) where this process may create
-namespaces (root, `ip`); on loopback otherwise, or with `--network loopback`.
+namespaces (root, `ip`); on loopback otherwise, or with `--network loopback`: the
+loopback of one network namespace of its own where one can be made, which no other
+process of this machine reaches; this machine's own otherwise, where every local
+process reaches the SuperLink's own port (deploy says so).
 
 Then `flwr run . <connection> --stream` runs the Flower app unchanged; its ServerApp
 writes the results JSON of this run, which is copied to `--out`. Keys, certificates,
@@ -78,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "namespaces", "loopback"),
         default="auto",
         help="namespaces: each data holder in a network namespace of its own (needs root "
-        "and `ip`); loopback: all on 127.0.0.1; auto (default): namespaces where possible",
+        "and `ip`); loopback: all on 127.0.0.1, that of a namespace of its own where possible; "
+        "auto (default): namespaces where possible",
     )
     parser.add_argument(
         "--timeout",
@@ -213,10 +217,9 @@ def _deploy(federation: Federation, args: argparse.Namespace, signals: Signals) 
     finally:
         signals.cleaning = True
         federation.close()
-        namespaces = federation.network.kind == "namespaces"
         print(
             f"deploy: stopped {len(federation.stopped)} processes"
-            + (", removed the network namespaces" if namespaces else "")
+            + (", removed the network namespaces" if federation.network.link_ns else "")
             + ("" if args.workdir else " and the work folder")
             + f" ({time.monotonic() - start:.0f} s in all)",
             flush=True,
@@ -231,7 +234,7 @@ def _deploy(federation: Federation, args: argparse.Namespace, signals: Signals) 
 def describe(federation: Federation) -> None:
     """What was set up, one line each (where a real deployment would put what)."""
     net = federation.network
-    where = f" in network namespace {net.link_ns}" if isinstance(net, Namespaces) else ""
+    where = f" in network namespace {net.link_ns}" if net.link_ns else ""
     if federation.secure:
         print(
             "deploy: TLS on (a CA and certificates made for this run), SuperNode "
@@ -247,6 +250,14 @@ def describe(federation: Federation) -> None:
             f"{federation.control_address}, which forwards with the operator's certificate",
             flush=True,
         )  # fmt: skip
+        if net.link_ns is None:
+            print(
+                "deploy: warning: on this machine's loopback, where every process of this "
+                "machine reaches the SuperLink's own port and the operator's side of the "
+                "proxy (Flower's SuperLink listens on TCP only); as root they are in a "
+                "network namespace of their own",
+                flush=True,
+            )
     else:
         print("deploy: --insecure: no TLS, any SuperNode may join, anyone may run", flush=True)
         print(
@@ -255,7 +266,7 @@ def describe(federation: Federation) -> None:
             flush=True,
         )  # fmt: skip
     for holder in federation.holders:
-        where = f" in {net.holder_ns[holder.index]}" if isinstance(net, Namespaces) else ""
+        where = f" in {ns}" if (ns := net.holder_ns[holder.index]) else ""
         node = f", registered as node {holder.node_id}" if holder.node_id else ""
         print(
             f"SuperNode {holder_name(holder.index)} (pid {holder.process.pid}){where} "

@@ -201,7 +201,9 @@ class Federation:
         self.deadline = time.monotonic() + timeout
         self.tag = federation_tag()  # names its owner, this process
         self.network: Loopback | Namespaces = (
-            Namespaces(supernodes, self.tag) if namespaces else Loopback(supernodes)
+            Namespaces(supernodes, self.tag)
+            if namespaces
+            else Loopback(supernodes, self.tag if Namespaces.available() else None)
         )
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"{self.tag}-")).resolve()

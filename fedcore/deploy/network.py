@@ -1,6 +1,11 @@
 """Where the SuperLink and each data holder run, and which address each one dials.
 
-`Loopback`: every process on this machine's loopback (127.0.0.1), on free ports.
+`Loopback`: every process on one loopback (127.0.0.1), on free ports: that of a
+network namespace of its own where this process may make one (root, `ip`), which no
+other process of this machine reaches; this machine's own otherwise, where every
+local process reaches every port, the SuperLink's own and the operator's side of
+the proxy among them (Flower 1.42's SuperLink listens on TCP only, so only a
+namespace keeps them to the federation).
 
 `Namespaces`: the SuperLink in a network namespace of its own and every data holder
 in another, each holder joined to the SuperLink by one veth pair (a virtual cable)
@@ -52,24 +57,46 @@ def _ip(*args: str, netns: str | None = None) -> None:
         raise NetworkError(f"`{' '.join(command)}` failed: {done.stderr.strip()}")
 
 
-class Loopback:
-    """Everything on 127.0.0.1 (the fallback where namespaces are not available)."""
+def _in(ns: str | None, command: list[str]) -> list[str]:
+    return command if ns is None else ["ip", "netns", "exec", ns, *command]
 
-    kind = "loopback"
+
+def _listening(ns: str | None, port: int) -> bool:
+    if ns is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+    probe = _in(ns, ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"])
+    return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+
+
+class Loopback:
+    """Everything on one loopback: a namespace's (`tag` given) or this machine's."""
+
     public_host = "127.0.0.1"
 
-    def __init__(self, holders: int) -> None:
+    def __init__(self, holders: int, tag: str | None = None) -> None:
         self.holders = holders
+        self.link_ns = f"{tag}-loopback" if tag else None
+        self.holder_ns = [self.link_ns] * holders
+        self.created: list[str] = []
         self.superlink_port = free_port()
         self.internal_port = free_port()
         self.operator_port = free_port()
         self.supernode_ports = [free_port() for _ in range(holders)]
 
     def create(self) -> None:
-        pass
+        if self.link_ns is not None:
+            _ip("netns", "add", self.link_ns)
+            self.created.append(self.link_ns)
+            _ip("link", "set", "lo", "up", netns=self.link_ns)
 
     def close(self) -> None:
-        pass
+        for ns in self.created:
+            _ip("netns", "delete", ns)
+        self.created = []
 
     def certificate_addresses(self) -> list[str]:
         return ["127.0.0.1"]
@@ -84,17 +111,13 @@ class Loopback:
         return free_port()
 
     def in_superlink(self, command: list[str]) -> list[str]:
-        return command
+        return _in(self.link_ns, command)
 
     def in_holder(self, holder: int, command: list[str]) -> list[str]:
-        return command
+        return _in(self.link_ns, command)
 
     def listening(self, port: int, holder: int | None = None) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
+        return _listening(self.link_ns, port)
 
     def cut(self, holder: int) -> None:
         raise NetworkError("cutting a link needs network namespaces (--netns)")
@@ -105,7 +128,6 @@ class Loopback:
 class Namespaces:
     """The SuperLink and each data holder in network namespaces of their own."""
 
-    kind = "namespaces"
     public_host = "0.0.0.0"  # in its own namespace: our veth ends and loopback only
     superlink_port = SUPERLINK_PORT
     internal_port = INTERNAL_PORT
@@ -179,15 +201,13 @@ class Namespaces:
         return SUPERNODE_PORT + 1
 
     def in_superlink(self, command: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.link_ns, *command]
+        return _in(self.link_ns, command)
 
     def in_holder(self, holder: int, command: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.holder_ns[holder], *command]
+        return _in(self.holder_ns[holder], command)
 
     def listening(self, port: int, holder: int | None = None) -> bool:
-        ns = self.link_ns if holder is None else self.holder_ns[holder]
-        probe = ["ip", "netns", "exec", ns, "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port}"]
-        return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+        return _listening(self.link_ns if holder is None else self.holder_ns[holder], port)
 
     def reachable(self, holder: int) -> bool:
         """Whether holder `holder` can open a connection to the SuperLink now."""
