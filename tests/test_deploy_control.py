@@ -3,7 +3,8 @@
 The intruder is a process that is not the operator's: with namespaces, one inside
 data holder 1's network namespace; on loopback, a process of this machine outside
 the namespace whose loopback the federation runs on, which reaches nothing at all
-(the SuperLink's own port and the operator's side of the proxy included). It has a FLWR_HOME of its own whose `config.toml` holds only the address that holder's
+(the SuperLink's own port and the operator's side of the proxy included). It has
+a FLWR_HOME of its own whose `config.toml` holds only the address that holder's
 SuperNode dials and the public `ca.pem`, a key of its own that nobody registered,
 and even a registered SuperNode's private key (client-2's). While the operator's run
 goes on it tries everything (`intrude()`): `flwr supernode register`, `flwr ls`,

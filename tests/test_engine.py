@@ -189,6 +189,29 @@ def test_a_killed_engine_is_one_line_and_the_next_run_works(tiny):
         assert engine.submit(tiny()).result().federated is not None
 
 
+def test_an_engine_that_cannot_start_is_not_restarted_in_a_loop(tiny, monkeypatch):
+    """An engine that ends before it is ready (here: a module that is not there) is
+    started again only when a job asks for one, and that job fails with one line."""
+    import time
+
+    from fedcore.engine import supervisor
+
+    spawned, spawn = [], supervisor.spawn_child
+
+    def broken(module):
+        spawned.append(module)
+        return spawn("fedcore.engine.no_such_engine")
+
+    monkeypatch.setattr(supervisor, "spawn_child", broken)
+    with Engine() as engine:
+        time.sleep(3)  # it ended at once: a restart loop would have spawned many by now
+        assert len(spawned) == 1
+        with pytest.raises(EngineError, match=r"^the engine process ended unexpectedly \(exit"):
+            engine.submit(tiny()).result(timeout=30)
+        time.sleep(2)
+        assert len(spawned) == 2
+
+
 def test_a_reply_the_caller_cannot_read_fails_the_run_not_the_engine(engine, tiny, monkeypatch):
     """E.g. an engine process running other code than its caller: one line, no hang."""
     from fedcore.engine import supervisor

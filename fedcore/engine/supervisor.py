@@ -294,7 +294,10 @@ class Engine:
         self._reader.start()
 
     def _listen(self, process: SpawnedChild, conn: Channel) -> None:
-        """The engine's messages, until it ends; then its job's end, and a new engine."""
+        """The engine's messages, until it ends; then its job's end, and a new engine:
+        warmed at once only if this one had started (said `Ready`), else when a job
+        asks for it, so that an engine that cannot start is not restarted in a loop."""
+        started = False
         while True:
             try:
                 message = conn.recv()
@@ -305,6 +308,7 @@ class Engine:
                     self._reject("a message from the engine", error)
                     self._changed.notify_all()
                 continue
+            started = started or isinstance(message, Ready)
             with self._changed:
                 try:
                     self._handle(message)
@@ -330,7 +334,7 @@ class Engine:
                         f"the engine process ended unexpectedly ({how}); "
                         "the run was lost, the next one starts a new engine",
                     )
-            self._dispatch(warm=True)
+            self._dispatch(warm=started)
             self._changed.notify_all()
 
     def _reject(self, what: str, error: Exception) -> None:
