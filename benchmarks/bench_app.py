@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ import time
 from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
+
+from fedcore.deploy.network import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -68,12 +69,6 @@ DRAWN = """([expected, charts]) => {
   const live = text.includes("each client alone:");  // the run's progress view
   return expected.every((t) => text.includes(t)) && !busy && !live && painted >= charts;
 }"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def epochs_text(epochs: int) -> str:

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,8 @@ from pathlib import Path
 
 import psutil
 from playwright.sync_api import Page, sync_playwright
+
+from fedcore.deploy.network import free_port, wait_until_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -48,12 +49,6 @@ OVER_BUDGET = "?num-clients=100&num-server-rounds=1000&local-epochs=20&model=cnn
 REFUSED_RUN = "This run was not queued"
 REFUSED_UPLOAD = "a results file may be on this page"
 LONG = 900  # s: the most any step may take before the benchmark gives up
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -117,13 +112,13 @@ def classroom(sessions: int, data_dir: str, upload_mb: int) -> dict:
             )  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}/"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.3)
+            wait_until_listening(
+                None,
+                port,
+                lambda: server.poll() is None,
+                time.monotonic() + 60,
+                what="the marimo server",
+            )
             report["memory_idle_mb"] = memory_mb(server.pid)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(

@@ -4,7 +4,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fedcore.deploy.network import free_port, wait_until_listening
 from fedcore.deploy.processes import processes_with_env, stop_processes
 
 from .conftest import REPO
@@ -57,12 +57,6 @@ def test_export_html_has_every_chart(mnist_dir, tmp_path):
     assert "The run failed:</" not in page and "cannot run:</" not in page
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Server:
     url: str
@@ -91,13 +85,13 @@ def serve_app(mnist_dir: Path, folder: Path, session_ttl: int | None = None, app
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.3)
+        wait_until_listening(
+            None,
+            port,
+            lambda: server.poll() is None,
+            time.monotonic() + 60,
+            what="the marimo server",
+        )
         yield Server(f"http://127.0.0.1:{port}/", server, log)
     finally:
         stop_processes([*processes_with_env("FEDCORE_TEST_RUN", marker)])

@@ -225,18 +225,19 @@ class Namespaces:
 
 
 def wait_until_listening(
-    network: Loopback | Namespaces,
+    network: Loopback | Namespaces | None,
     port: int,
     alive: Callable[[], bool],
     deadline: float,
     holder: int | None = None,
     what: str = "the SuperLink",
 ) -> None:
-    """Until something listens on `port`; fail at once if `alive()` turns false."""
+    """Until something listens on `port` (of `network`, or of this machine's loopback
+    if None); fail at once if `alive()` turns false."""
     while time.monotonic() < deadline:
         if not alive():
             raise NetworkError(f"{what} exited before it listened on port {port}")
-        if network.listening(port, holder):
+        if network.listening(port, holder) if network else _listening(None, port):
             return
         time.sleep(0.2)
     raise TimeoutError(f"{what} did not listen on port {port} in time")
