@@ -30,8 +30,7 @@ NO_DATA = "data-dir: data folder not found (set a folder that holds the four MNI
 
 
 def namespaces() -> set[str]:
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in listed.splitlines() if line.startswith("fedcore-")}
+    return set(leftovers.namespaces())
 
 
 def leftovers_of(pid: int) -> dict[str, list]:

@@ -57,7 +57,8 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _namespaces() -> list[str]:
+def namespaces() -> list[str]:
+    """Every fedcore network namespace on this machine (none without root and `ip`)."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         return []
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
@@ -90,21 +91,21 @@ def _processes() -> dict[int, list[psutil.Process]]:
 
 def remove_stale() -> list[str]:
     """Remove what owners that are gone left behind; one line per owner, saying what."""
-    namespaces: dict[int, list[str]] = defaultdict(list)
-    for name in _namespaces():
+    netns: dict[int, list[str]] = defaultdict(list)
+    for name in namespaces():
         if (pid := _owner(name)) is not None:
-            namespaces[pid].append(name)
+            netns[pid].append(name)
     folders: dict[int, list[Path]] = defaultdict(list)
     for path in _folders():
         if (pid := _owner(path.name)) is not None:
             folders[pid].append(path)
     processes = _processes()
-    owners = sorted(p for p in {*namespaces, *folders, *processes} if _gone(p))
+    owners = sorted(p for p in {*netns, *folders, *processes} if _gone(p))
     lines = []
     for pid in owners:
         # Processes first (they hold the namespaces and write into the folders).
         stopped = stop_processes(with_descendants([p.pid for p in processes.get(pid, [])]))
-        removed_ns = sum(_delete_namespace(ns) for ns in namespaces.get(pid, []))
+        removed_ns = sum(_delete_namespace(ns) for ns in netns.get(pid, []))
         for path in folders.get(pid, []):
             shutil.rmtree(path, ignore_errors=True)
         what = ", ".join([
