@@ -6,10 +6,10 @@ Runs `python -m fedcore run --phase all` (3 clients, 1 round of 1 epoch, no
 cache) three times, each in a fresh process: on the idle machine (the baseline);
 beside `--hogs` busy loops at normal priority in another session; and beside as
 many in this script's own session. Linux shares the CPU between sessions first
-(autogroup; under systemd, between cgroups) and by nice only within one, so the
-engine's nice-19 pool meets the loops head-on only in the third case: there, the
-loops are what the `marimo run` server and its sessions' kernels are to the
-engine it starts. Prints each run's wall time and the phase timings its results
+(autogroup; under systemd, between cgroups) and by nice only within one: the
+third case is what the `marimo run` server and its sessions' kernels are to the
+engine it starts, which met its nice-19 pool head-on until the engine got a
+session of its own. Prints each run's wall time and the phase timings its results
 JSON holds (`load`, `isolated`, `federated`, `centralized-wait`, `total`), so the
 phase that waits on the engine's low-priority pool shows by name.
 

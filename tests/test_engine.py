@@ -229,14 +229,16 @@ def test_a_reply_the_caller_cannot_read_fails_the_run_not_the_engine(engine, tin
 
 
 def test_closing_the_engine_stops_every_process(tiny):
-    """The engine and its workers are one process group of their own (never killed by
-    a bare process id), and all of them are gone when `close()` returns."""
+    """The engine and its workers are one process group, in a session of their own
+    (never killed by a bare process id; their own scheduling group under autogroup),
+    and all of them are gone when `close()` returns."""
     engine = Engine()
     try:
         engine.submit(tiny()).result()
         pids = engine.pids
         assert len(pids) >= 3  # the engine and its workers
         assert {os.getpgid(pid) for pid in pids} == {pids[0]} != {os.getpgrp()}
+        assert {os.getsid(pid) for pid in pids} == {pids[0]} != {os.getsid(0)}
         midway = engine.submit(tiny(num_rounds=3, local_epochs=3))  # closed mid-run
     finally:
         engine.close()

@@ -126,15 +126,22 @@ def _wait_until_group_gone(group: int) -> None:
 
 
 def spawn_child(module: str) -> tuple[SpawnedChild, Channel]:
-    """Start `python -m module FD` in a process group of its own; return the process
-    and our end of its channel. (Its own group also keeps a terminal's Ctrl-C from
-    reaching it: the caller decides what a Ctrl-C stops.)"""
+    """Start `python -m module FD` in a session (so a process group) of its own;
+    return the process and our end of its channel.
+
+    Its own group keeps a terminal's Ctrl-C from reaching it: the caller decides
+    what a Ctrl-C stops. Its own session gives it its own scheduling group where
+    Linux groups by session (autogroup): the CPU is shared between sessions first
+    and by nice only within one, so the engine's nice-19 pool yields to the
+    engine's own federated run but not, starved, to whatever busy process shares
+    the caller's session (a `marimo run` server's kernels: docs/benchmarks.md,
+    "Under load")."""
     ours, theirs = socket.socketpair()
     process = subprocess.Popen(
         [sys.executable, "-m", module, str(theirs.fileno())],
         pass_fds=[theirs.fileno()],
         stdin=subprocess.DEVNULL,
-        process_group=0,
+        start_new_session=True,
     )
     theirs.close()
     return SpawnedChild(process), Channel(ours.detach())

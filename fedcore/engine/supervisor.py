@@ -23,8 +23,8 @@ by the time the first run is asked for, and keeps, in the caller's process:
   next job starts a new engine. The caller (a web server) never goes down
   with it.
 
-The engine leads a process group of its own, its workers in it; it is only
-ever killed as that group (`fedcore.engine.child.SpawnedChild`). `close()`
+The engine leads a process group (and session) of its own, its workers in it;
+it is only ever killed as that group (`fedcore.engine.child.SpawnedChild`). `close()`
 returns once the engine and its workers are gone.
 
 The two processes talk in the messages of `fedcore.engine.protocol`.
