@@ -42,9 +42,12 @@ def browser():
 
 
 def new_page(browser, server, query: str = ""):
-    """A new browser context (its own marimo session) on the page, not waited for."""
+    """A new browser context (its own marimo session) on the page, not waited for:
+    only until the server answers (`commit`), not until the page's scripts have
+    loaded, so that sessions opened one after the other open at once (a cold server
+    under load took over 30 s to load each, while the earlier ones ran)."""
     page = browser.new_context(viewport={"width": 1280, "height": 3000}).new_page()
-    page.goto(server.url + query)
+    page.goto(server.url + query, wait_until="commit")
     return page
 
 
