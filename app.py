@@ -442,6 +442,7 @@ def _(defaults):
         "model": mo.as_html(_c["model"]),
         "sizes": views.row(_c["num_clients"], _c["num_rounds"], _c["local_epochs"]),
         "dropout": mo.as_html(_c["dropout"]),
+        "attackers": mo.as_html(_c["attackers"]),
         "more": views.row(*(_c[n] for n in _more), gap=0.5),
     }
     return lab_controls, lab_kinds, lab_layout, lab_parameters, lab_run_button, lab_url_problems
@@ -469,11 +470,16 @@ def _(lab_kinds, lab_layout, lab_parameters, lab_run_button, lab_url_problems, v
                 _chosen("privacy"),
                 lab_layout["dropout"],
             ),
+            views.row(
+                _k["attack"],
+                _chosen("attack"),
+                lab_layout["attackers"] if lab_kinds.value["attack"] != "none" else None,
+            ),
             mo.accordion(
                 {
                     "More: clients per round, target accuracy, seed": lab_layout["more"],
-                    "What the strategy, privacy and dropout mean": views.settings_help(
-                        ("strategy", "privacy", "dropout")
+                    "What the strategy, privacy, dropout and attacks mean": views.settings_help(
+                        ("strategy", "privacy", "dropout", "attack", "attackers")
                     ),
                 }
             ),
@@ -614,7 +620,11 @@ def _(lab_result):
                 client's missing digits are learned from the others' updates); how
                 far each client's update points from the aggregate (cosine: 1 = the
                 same direction, low = the client pulls away, *client drift*) and how
-                large it is; and the weights exchanged with the clients.
+                large it is; and the weights exchanged with the clients. Under an
+                attack, or with a rule that chooses whole updates (Krum), also who the
+                rule trusted in each round, the attackers marked, beside the accuracy
+                and a backdoor's success: a backdoor can work while the accuracy
+                looks fine.
                 """
             ),
             mo.hstack(

@@ -38,7 +38,8 @@ def test_one_row_per_config_field_with_the_config_defaults():
 def test_cli_flags_and_run_config_keys_round_trip_every_setting(mnist_dir):
     changed = ExperimentConfig(
         num_clients=4, split="dirichlet:0.3", excluded_digits=(), model="2nn",
-        strategy="fedprox:mu=0.5", privacy="server:noise=0.8", num_rounds=5, local_epochs=2,
+        strategy="fedprox:mu=0.5", privacy="server:noise=0.8", attack="noise:std=0.5",
+        attackers="2,4", num_rounds=5, local_epochs=2,
         batch_size=32, learning_rate=0.05, momentum=0.5, fraction_train=0.5,
         min_train_clients=2, dropout=0.1, target_accuracy=90.0, seed=7, data_dir=str(mnist_dir),
     )  # fmt: skip

@@ -90,14 +90,17 @@ def test_krum_picks_the_client_closest_to_the_others(task_identity):
     best = int(np.argmin(krum_scores()))
     assert np.allclose(merged, points[best])
     assert log.rounds[1].update_cosine[str(best + 1)] == pytest.approx(1.0)
+    assert log.rounds[1].kept == [best + 1]  # whom it kept, as Flower's selection chose
 
 
 def test_multikrum_averages_the_m_best_scored(task_identity):
-    merged, _ = aggregate("multikrum:f=1,m=3")
+    merged, log = aggregate("multikrum:f=1,m=3")
     points = np.array(list(CLIENT_WEIGHTS.values()))
     chosen = np.argsort(krum_scores())[:3]
     assert 4 not in chosen  # never the outlier
     assert np.allclose(merged, points[chosen].mean(axis=0))
+    assert log.rounds[1].kept == sorted(int(c) + 1 for c in chosen)
+    assert aggregate("fedmedian")[1].rounds[1].kept is None  # it keeps coordinates, not clients
 
 
 def test_recording_drift_and_bytes(task_identity):

@@ -14,6 +14,7 @@ import marimo as mo
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.settings import BY_NAME, control_range
 from fedcore.experiment.specs import (
+    ATTACKS,
     PRIVACY,
     SIZE_LAWS,
     SPLITS,
@@ -29,12 +30,13 @@ Exclusions = tuple[tuple[int, ...], ...]
 # does not redraw the split.
 STORY_TRAINING = ("num_rounds", "local_epochs", "learning_rate", "batch_size", "momentum",
                   "fraction_train")  # fmt: skip
-# The lab's controls with a value of their own (the split, strategy and privacy
-# kinds are dropdowns of their tables; their parameters are `lab_parameters`).
-LAB_CONTROLS = ("model", "num_clients", "num_rounds", "local_epochs", "dropout",
+# The lab's controls with a value of their own (the split, strategy, privacy and
+# attack kinds are dropdowns of their tables; their parameters are `lab_parameters`).
+LAB_CONTROLS = ("model", "num_clients", "num_rounds", "local_epochs", "dropout", "attackers",
                 "fraction_train", "min_train_clients", "target_accuracy", "seed")  # fmt: skip
 STRATEGY_PARAMETERS_LABEL = "its parameters"
 PRIVACY_PARAMETERS_LABEL = "noise, clip, delta"
+ATTACK_PARAMETERS_LABEL = "its parameters"
 
 
 def control(name: str, start_from: ExperimentConfig) -> mo.ui.UIElement:
@@ -44,6 +46,8 @@ def control(name: str, start_from: ExperimentConfig) -> mo.ui.UIElement:
     value = getattr(start_from, name)
     if setting.choices:
         return mo.ui.dropdown(list(setting.choices), value=value, label=setting.label)
+    if setting.kind is str:  # text the config parses (the attackers: "3" or "2,5,7")
+        return mo.ui.text(value=str(value), label=setting.label, full_width=False)
     start, stop, step = control_range(setting)
     # a value from the command line or the page's address may pass the page's range
     start, stop = min(start, value), max(stop, value)
@@ -86,7 +90,7 @@ def exclusions_from_picks(picks: Sequence[Sequence[str]]) -> Exclusions:
 
 
 def lab_kinds(start_from: ExperimentConfig) -> mo.ui.dictionary:
-    """The lab's split, strategy and privacy, each a dropdown of its table."""
+    """The lab's split, strategy, privacy and attack, each a dropdown of its table."""
     return mo.ui.dictionary(
         {
             "split": mo.ui.dropdown(
@@ -98,12 +102,15 @@ def lab_kinds(start_from: ExperimentConfig) -> mo.ui.dictionary:
             "privacy": mo.ui.dropdown(
                 list(PRIVACY), value=start_from.privacy_kind, label=BY_NAME["privacy"].label
             ),
+            "attack": mo.ui.dropdown(
+                list(ATTACKS), value=start_from.attack_name, label=BY_NAME["attack"].label
+            ),
         }
     )
 
 
 def lab_parameters(start_from: ExperimentConfig) -> mo.ui.dictionary:
-    """A parameter control for every split, strategy and privacy kind that has
+    """A parameter control for every split, strategy, privacy and attack kind that has
     parameters, made once (the page shows the chosen kind's): switching kinds and back
     keeps what was typed. Their values: the tables' defaults, `start_from`'s for its
     own kinds. `{"split": {kind: element}, "strategy": {...}, "privacy": {...}}`."""
@@ -136,11 +143,14 @@ def lab_parameters(start_from: ExperimentConfig) -> mo.ui.dictionary:
                        STRATEGY_PARAMETERS_LABEL)  # fmt: skip
     privacy = texts(PRIVACY, start_from.privacy_kind, start_from.privacy_parameters,
                     PRIVACY_PARAMETERS_LABEL)  # fmt: skip
+    attacks = texts(ATTACKS, start_from.attack_name, start_from.attack_parameters,
+                    ATTACK_PARAMETERS_LABEL)  # fmt: skip
     return mo.ui.dictionary(
         {
             "split": mo.ui.dictionary(splits),
             "strategy": mo.ui.dictionary(strategies),
             "privacy": mo.ui.dictionary(privacy),
+            "attack": mo.ui.dictionary(attacks),
         }
     )
 

@@ -19,8 +19,8 @@ from fedcore.experiment.settings import BY_NAME
 # (`?split=classes:2&num-clients=4&num-server-rounds=2&local-epochs=1`; the CLI's
 # flag names, `clients=4`, are read too), in the order they are applied: the
 # strategy before the privacy that needs it, the clients before their minimum.
-LAB_SETTINGS = ("split", "model", "strategy", "privacy", "num_clients", "num_rounds",
-                "local_epochs", "fraction_train", "min_train_clients", "dropout",
+LAB_SETTINGS = ("split", "model", "strategy", "privacy", "attack", "attackers", "num_clients",
+                "num_rounds", "local_epochs", "fraction_train", "min_train_clients", "dropout",
                 "target_accuracy", "seed")  # fmt: skip
 # marimo's own parameters, not settings
 NOT_SETTINGS = frozenset({"file", "kiosk", "mode", "view-as", "show-code", "access_token"})
@@ -101,10 +101,11 @@ def lab_config_from_controls(
     values: Mapping[str, Any],
     defaults: ExperimentConfig,
 ) -> ExperimentConfig:
-    """The lab's config from its controls' values: `kinds` the split, strategy and
-    privacy chosen, `parameters` every kind's parameter (`{"split": {"dirichlet": 0.1},
-    "strategy": {"fedprox": "mu=0.1"}, ...}`), `values` the other controls'. Raises
-    `ConfigError` for settings that cannot run, with the config's reason."""
+    """The lab's config from its controls' values: `kinds` the split, strategy,
+    privacy and attack chosen, `parameters` every kind's parameter (`{"split":
+    {"dirichlet": 0.1}, "strategy": {"fedprox": "mu=0.1"}, ...}`), `values` the other
+    controls' (the attackers count only with an attack chosen). Raises `ConfigError`
+    for settings that cannot run, with the config's reason."""
     split = kinds["split"]
     parameter = parameters["split"].get(split)
     if split in parameters["split"]:
@@ -116,7 +117,9 @@ def lab_config_from_controls(
         split=split,
         strategy=_spec(kinds["strategy"], parameters["strategy"]),
         privacy=_spec(kinds["privacy"], parameters["privacy"]),
-        **{name: _typed(name, values[name]) for name in values},
+        attack=_spec(kinds["attack"], parameters["attack"]),
+        **{name: _typed(name, values[name]) for name in values}
+        | ({"attackers": "0"} if kinds["attack"] == "none" else {}),
     )
 
 

@@ -157,6 +157,8 @@ def round_views(result: ExperimentResult) -> list[object]:
                 "No epsilon recorded in these results.",
             )  # fmt: skip
         )
+    if config.attacker_clients or result.federated.history[-1].kept_clients is not None:
+        views += attack_views(result)
     answers = tables.clients_answered(history)
     if config.dropout or result.federated.failures or answers.missing.any():
         views.append(
@@ -166,6 +168,17 @@ def round_views(result: ExperimentResult) -> list[object]:
                 "How many clients answered is not recorded in these results.",
             )  # fmt: skip
         )
+    return views
+
+
+def attack_views(result: ExperimentResult) -> list[object]:
+    """Under an attack or a rule that chooses updates: whom the rule trusted each round
+    (attackers marked) and the accuracy (and a backdoor's success) per round."""
+    config, history = result.config, result.federated.history
+    trust = tables.trust(history[1:], config.attacker_clients)
+    views: list[object] = [charts.attack_rounds_chart(tables.attack_rounds(history))]
+    if len(trust):
+        views.insert(0, charts.trust_chart(trust, config.strategy_name))
     return views
 
 

@@ -60,6 +60,7 @@ from fedcore.experiment.results import (
     FederatedResult,
 )
 from fedcore.experiment.specs import ConfigError
+from fedcore.learning.attacks import is_attacker
 from fedcore.learning.baselines import centralized_result, client_result
 from fedcore.learning.evaluation import cross_accuracy
 from fedcore.learning.models import build_model
@@ -154,21 +155,25 @@ class IsolatedModels:
         self.emit("epoch", (client, self.config.local_epochs, None))
 
     def offer_first_round(self, message: Any, reply: Any) -> None:
-        """A ClientApp's reply: in round 1 it is that client's isolated model."""
+        """A ClientApp's reply: in round 1 it is that client's isolated model (not
+        an attacker's: what it sends is not what it trained alone)."""
         if reply.has_error() or int(message.content["config"]["server-round"]) != 1:
             return
         record = reply.content["client"]
+        if is_attacker(self.config, int(record["client"])):
+            return
         entry = {
             "weights": reply.content["arrays"].to_torch_state_dict(),
             "losses": list(record["epoch-losses"]),
         }
         self._done(int(record["client"]), entry)
 
-    def train_missing(self, pool: WorkerPool) -> None:
-        """Train in `pool` every model not available otherwise (once each)."""
+    def train_missing(self, pool: WorkerPool, clients: tuple[int, ...] | None = None) -> None:
+        """Train in `pool` every model (of `clients`, if given) not available otherwise
+        (once each)."""
         for client, entry in self._entries.items():
             with self._lock:
-                if entry.done() or client in self._submitted:
+                if entry.done() or client in self._submitted or client not in (clients or [client]):
                     continue
                 self._submitted.add(client)
             task = pool.submit(
@@ -380,6 +385,8 @@ def _train_if_no_round_one(
 ) -> None:
     if federating is None or not federating.running:
         models.train_missing(pool)
+    elif models.config.attacker_clients:  # round 1 gives no attacker's own model
+        models.train_missing(pool, models.config.attacker_clients)
 
 
 def federated_phase(

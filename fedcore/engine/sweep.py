@@ -28,7 +28,7 @@ from typing import Any
 from fedcore.engine.cache import code_fingerprint
 from fedcore.engine.protocol import PHASE_PARTS, Phase
 from fedcore.experiment.config import ExperimentConfig
-from fedcore.experiment.results import ExperimentResult, ResultsError
+from fedcore.experiment.results import ExperimentResult, FederatedResult, ResultsError
 from fedcore.experiment.settings import Setting
 from fedcore.experiment.specs import ConfigError, parse_exclusions
 from fedcore.storage import atomic_write_text, check_writable
@@ -101,6 +101,8 @@ def row(cell: Cell, result: ExperimentResult) -> dict[str, Any]:
         "model": config.model,
         "strategy": config.strategy,
         "privacy": config.privacy,
+        "attack": config.attack,
+        "attackers": config.attackers,
         "clients": config.num_clients,
         "rounds": config.num_rounds,
         "local_epochs": config.local_epochs,
@@ -115,6 +117,8 @@ def row(cell: Cell, result: ExperimentResult) -> dict[str, Any]:
         out["worst_subset_accuracy"] = scores[worst] if worst else None
         out[f"rounds_to_{config.target_accuracy:g}pct"] = federated.rounds_to_target
         out["epsilon"] = federated.history[-1].epsilon
+        out["attack_success"] = federated.attack_success
+        out["attackers_kept"] = attackers_kept(config, federated)
         out["failures"] = len(federated.failures)
     if result.centralized is not None:
         out["centralized_accuracy"] = result.centralized.accuracy
@@ -126,6 +130,15 @@ def row(cell: Cell, result: ExperimentResult) -> dict[str, Any]:
         out |= {f"subset_{name}": value for name, value in federated.subset_accuracy.items()}
     out["wall_seconds"] = result.timings.get("total")
     return out
+
+
+def attackers_kept(config: ExperimentConfig, federated: FederatedResult) -> float | None:
+    """The share of the updates a choosing rule (Krum) kept that were attackers', over
+    the run; None for a rule that keeps every update, or with no attack."""
+    kept = [c for h in federated.history if h.kept_clients for c in h.kept_clients]
+    if not kept or not config.attacker_clients:
+        return None
+    return sum(c in config.attacker_clients for c in kept) / len(kept)
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:

@@ -26,7 +26,10 @@ from fedcore.experiment.specs import (
     Spec,
     Split,
     default_exclusions,
+    format_attackers,
     format_exclusions,
+    parse_attack,
+    parse_attackers,
     parse_privacy,
     parse_strategy,
 )
@@ -63,7 +66,8 @@ class ExperimentConfig:
     `momentum`) on `model`, with a `fraction_train` of the clients per round
     (at least `min_train_clients`; each fails with probability `dropout`);
     `seed` seeds the split, the weights, the batch order, the sampling and the
-    dropouts; `data_dir` holds the four MNIST IDX files (empty:
+    dropouts; `attack` is what the clients `attackers` send instead of an honest
+    update (none by default); `data_dir` holds the four MNIST IDX files (empty:
     `$FEDCORE_DATA_DIR`, else the Hugging Face Hub).
 
     Example
@@ -83,6 +87,8 @@ class ExperimentConfig:
     model: str = BY_NAME["model"].default  # type: ignore[assignment]
     strategy: str = BY_NAME["strategy"].default  # type: ignore[assignment]
     privacy: str = BY_NAME["privacy"].default  # type: ignore[assignment]
+    attack: str = BY_NAME["attack"].default  # type: ignore[assignment]
+    attackers: str = BY_NAME["attackers"].default  # type: ignore[assignment]
     num_rounds: int = BY_NAME["num_rounds"].default  # type: ignore[assignment]
     local_epochs: int = BY_NAME["local_epochs"].default  # type: ignore[assignment]
     batch_size: int = BY_NAME["batch_size"].default  # type: ignore[assignment]
@@ -98,14 +104,17 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         self._check_numbers()
         # the texts, parsed once: the normal spelling in the field, the object beside it
-        split, strategy, privacy = (
+        split, strategy, privacy, attack = (
             Split.parse(self.split),
             parse_strategy(self.strategy),
             parse_privacy(self.privacy),
+            parse_attack(self.attack),
         )
-        for name, spec in (("split", split), ("strategy", strategy), ("privacy", privacy)):
+        specs = (("split", split), ("strategy", strategy), ("privacy", privacy), ("attack", attack))
+        for name, spec in specs:
             object.__setattr__(self, name, str(spec))
             object.__setattr__(self, f"_{name}_spec", spec)
+        self._resolve_attackers()
         if privacy.name != "off" and strategy.name not in ("fedavg", "fedprox"):
             raise ConfigError(
                 f"privacy {self.privacy} needs fedavg or fedprox: Flower's accountant follows "
@@ -131,6 +140,28 @@ class ExperimentConfig:
             raise ConfigError(
                 f"min_train_clients ({self.min_train_clients}) is more than the "
                 f"{self.num_clients} clients"
+            )
+
+    def _resolve_attackers(self) -> None:
+        """`attackers` in its normal spelling, the clients beside it; an attack needs
+        attackers and attackers need an attack."""
+        clients = parse_attackers(self.attackers, self.num_clients)
+        object.__setattr__(self, "attackers", format_attackers(clients))
+        object.__setattr__(self, "_attacker_clients", clients)
+        if self.attack_name == "none" and clients:
+            raise ConfigError(
+                f"attackers {self.attackers} are given, but no attack: give --attack "
+                "(label-flip, sign-flip, noise, scale or backdoor)"
+            )
+        if self.attack_name != "none" and not clients:
+            raise ConfigError(
+                f"attack {self.attack} needs attackers: --attackers K (clients 1..K) or "
+                "their numbers, e.g. '2,5,7'"
+            )
+        if self.attack_name != "none" and self.privacy_kind == "client":
+            raise ConfigError(
+                f"attack {self.attack} with privacy {self.privacy}: an attacker would not clip "
+                "its own update; clip on the server (privacy server:...) to defend"
             )
 
     def _check_strategy_fits(self) -> None:
@@ -232,6 +263,24 @@ class ExperimentConfig:
     @property
     def privacy_spec(self) -> Spec:
         return self._privacy_spec  # type: ignore[attr-defined]
+
+    @property
+    def attack_spec(self) -> Spec:
+        return self._attack_spec  # type: ignore[attr-defined]
+
+    @property
+    def attack_name(self) -> str:
+        """ "none", "label-flip", "sign-flip", "noise", "scale" or "backdoor"."""
+        return self.attack_spec.name
+
+    @property
+    def attack_parameters(self) -> dict[str, float]:
+        return self.attack_spec.parameters
+
+    @property
+    def attacker_clients(self) -> tuple[int, ...]:
+        """The attacking clients' numbers (1-based, sorted); empty without an attack."""
+        return self._attacker_clients  # type: ignore[attr-defined]
 
     @property
     def split_kind(self) -> str:

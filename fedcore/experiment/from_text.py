@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fedcore.experiment.config import RUN_CONFIG_KEYS, ExperimentConfig
-from fedcore.experiment.settings import SETTINGS, Setting
+from fedcore.experiment.settings import BY_NAME, SETTINGS, Setting
 from fedcore.experiment.specs import ConfigError, parse_exclusions
 
 
@@ -69,6 +69,11 @@ def config_from_text(
     return (base or ExperimentConfig()).replace(**changes)
 
 
+# Settings that need each other (an attack its attackers, attackers an attack): applied
+# as one change, where one at a time each would be refused without the other.
+TOGETHER = (("attack", "attackers"),)
+
+
 def lenient_config_from_text(
     pairs: Iterable[tuple[str, str]],
     base: ExperimentConfig,
@@ -91,15 +96,20 @@ def lenient_config_from_text(
             problems.append(f"`{key}` is not a {what} (known: {known})")
             continue
         given[setting.name] = (key, text)
-    config = base
+    config, applied = base, set()
     for setting in SETTINGS:  # in the table's order: the clients before the minimum of them
-        if setting.name not in given:
+        if setting.name not in given or setting.name in applied:
             continue
-        key, text = given[setting.name]
+        group = next((g for g in TOGETHER if setting.name in g), (setting.name,))
+        names = [name for name in group if name in given]
+        applied.update(names)
         try:
-            config = config.replace(**{setting.name: parse_value(setting, text)})
+            config = config.replace(
+                **{name: parse_value(BY_NAME[name], given[name][1]) for name in names}
+            )
         except ConfigError as error:
-            problems.append(f"`{key}={text}`: {str(error).rstrip('.')}")
+            spelled = "&".join(f"{given[name][0]}={given[name][1]}" for name in names)
+            problems.append(f"`{spelled}`: {str(error).rstrip('.')}")
     return config, problems
 
 

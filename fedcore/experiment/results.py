@@ -23,6 +23,7 @@ from fedcore.experiment import results_file
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results_file import (
     CLIENT_DIGIT_COUNTS,
+    CLIENTS,
     CONFUSION,
     COUNTS,
     DIGITS,
@@ -106,6 +107,12 @@ class RoundResult:
     bytes_received: int = field(default=0, metadata=COUNTS.metadata())
     # privacy spent so far (differential privacy only)
     epsilon: float | None = field(default=None, metadata=EPSILON.metadata())
+    # the clients whose updates the rule aggregated, for rules that choose (Krum's
+    # choice); None: a rule that takes every update (or coordinates of each)
+    kept_clients: list[int] | None = field(default=None, metadata=CLIENTS.metadata())
+    # a backdoor attack only: the share of test images of other digits that the model,
+    # the trigger stamped on them, classifies as the attack's target
+    attack_success: float | None = field(default=None, metadata=FRACTIONS.metadata())
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,8 @@ class FederatedResult:
     failures: list[str] = field(default_factory=list)  # "client K failed in round N: why"
     # the first round after which the global model reached the config's target accuracy
     rounds_to_target: int | None = None
+    # a backdoor attack only: the last round's attack success (see `RoundResult`)
+    attack_success: float | None = field(default=None, metadata=FRACTIONS.metadata())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

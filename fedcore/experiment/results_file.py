@@ -80,6 +80,10 @@ def _digit(value: float) -> str | None:
     return None if 0 <= value <= 9 else f"{value!r} is not a digit 0-9"
 
 
+def _client_number(value: float) -> str | None:
+    return None if value >= 1 else f"{value!r} is not a client number"
+
+
 def _client_key(key: str) -> str | None:
     """`"2"`: a client number as JSON keys spell it."""
     return None if key.isdigit() and str(int(key)) == key and key != "0" else "not a client number"
@@ -127,6 +131,7 @@ PER_DIGIT_FRACTIONS = Rule(number=_fraction, whole=_per_digit)
 PER_DIGIT_COUNTS = Rule(number=_count, whole=_per_digit)
 SUBSET_FRACTIONS = Rule(number=_fraction, key=_subset_key)
 PER_CLIENT = Rule(key=_client_key)
+CLIENTS = Rule(number=_client_number, whole=_distinct)
 CONFUSION = Rule(number=_count, whole=_confusion)
 CLIENT_DIGIT_COUNTS = Rule(number=_count, whole=_rows_of(10))
 
@@ -354,8 +359,15 @@ def _check_history(federated: Any, config: ExperimentConfig) -> None:
                 raise Problem(f"{where}.{field}", f"client {too_high[0]} of {config.num_clients}")
         for client, losses in entry.client_loss.items():
             _length(losses, config.local_epochs, f"{where}.client_loss[{client!r}]", "epochs")
+        if entry.kept_clients and max(entry.kept_clients) > config.num_clients:
+            raise Problem(f"{where}.kept_clients", f"client {max(entry.kept_clients)} of "
+                          f"{config.num_clients}")  # fmt: skip
+        if (entry.attack_success is None) != (config.attack_name != "backdoor"):
+            raise Problem(f"{where}.attack_success", "given only for a backdoor attack")
     if federated.accuracy != history[-1].accuracy:
         raise Problem("federated.accuracy", "is not the last round's accuracy")
+    if federated.attack_success != history[-1].attack_success:
+        raise Problem("federated.attack_success", "is not the last round's attack success")
     reached = federated.rounds_to_target
     if reached is not None and not 1 <= reached <= config.num_rounds:
         raise Problem("federated.rounds_to_target", f"{reached!r} is not one of the rounds")

@@ -72,6 +72,16 @@ SETTINGS: tuple[Setting, ...] = (
             "server:noise=1,clip=1,delta=1e-05 (the server clips every update) or "
             "client:noise=1,clip=1,delta=1e-05 (each client clips its own); fedavg or fedprox",
             control="own"),
+    Setting("attack", str, "none", "attack", "--attack", "Attack",
+            "what the attacking clients send: none, label-flip (it trains on labels 9 - y), "
+            "sign-flip:scale=4 (-scale x its honest update), noise:std=1 (Gaussian noise as its "
+            "update), scale:factor=10 (its honest update boosted: model replacement), "
+            "backdoor:target=0,share=0.5,boost=0 (a trigger stamped on that share of its images, "
+            "relabelled target, the update boosted; boost 0: the clients per round over the "
+            "attackers, Bagdasaryan et al. 2020)", control="own"),
+    Setting("attackers", str, "0", "attackers", "--attackers", "Attackers",
+            "which clients attack: K (clients 1..K) or their numbers (e.g. '2,5,7'; one client: "
+            "'4,'); 0 with no attack", control="own"),
     Setting("num_rounds", int, 3, "num-server-rounds", "--rounds", "Federated rounds",
             "federated rounds", 1, 1000, control="slider", app_high=50),
     Setting("local_epochs", int, 10, "local-epochs", "--epochs", "Local epochs",

@@ -1,9 +1,10 @@
 """The settings written as text, parsed once where they enter: exclusions, the split,
-the strategy and the privacy.
+the strategy, the privacy, the attack and its attackers.
 
 `ExperimentConfig` keeps the normal spelling of each (`"dirichlet:0.1"`, what
 JSON, the CLI and Flower's run config carry) and the parsed, frozen object
-beside it (`config.split_spec`, `config.strategy_spec`, `config.privacy_spec`):
+beside it (`config.split_spec`, `config.strategy_spec`, `config.privacy_spec`,
+`config.attack_spec`, `config.attacker_clients`):
 code downstream reads `spec.kind`, `spec.value`, `spec.parameters`, never the
 text again.
 """
@@ -173,7 +174,16 @@ PRIVACY: dict[str, dict[str, float]] = {
     "server": {"noise": 1.0, "clip": 1.0, "delta": 1e-5},
     "client": {"noise": 1.0, "clip": 1.0, "delta": 1e-5},
 }
-WHOLE_PARAMETERS = ("f", "m")  # counts of clients
+# attack -> its parameters and their defaults (`fedcore.learning.attacks` says what each does)
+ATTACKS: dict[str, dict[str, float]] = {
+    "none": {},
+    "label-flip": {},
+    "sign-flip": {"scale": 4.0},
+    "noise": {"std": 1.0},
+    "scale": {"factor": 10.0},
+    "backdoor": {"target": 0, "share": 0.5, "boost": 0.0},
+}
+WHOLE_PARAMETERS = ("f", "m", "target")  # counts of clients; a digit
 # a parameter -> (is it allowed, what it must be)
 PARAMETER_RULES: dict[str, tuple[Any, str]] = {
     "mu": (lambda v: v >= 0, ">= 0"),
@@ -187,6 +197,12 @@ PARAMETER_RULES: dict[str, tuple[Any, str]] = {
     "noise": (lambda v: v > 0, "> 0"),
     "clip": (lambda v: v > 0, "> 0"),
     "delta": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "scale": (lambda v: v > 0, "> 0"),
+    "std": (lambda v: v > 0, "> 0"),
+    "factor": (lambda v: v > 0, "> 0"),
+    "target": (lambda v: 0 <= v <= 9, "a digit 0-9"),
+    "share": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "boost": (lambda v: v >= 0, ">= 0 (0: the clients per round over the attackers)"),
 }
 
 
@@ -249,3 +265,50 @@ def parse_privacy(text: str) -> Spec:
     parameters left out take their defaults."""
     name, values = parse_spec(text, PRIVACY, "privacy")
     return Spec(name, tuple(values.items()))
+
+
+def parse_attack(text: str) -> Spec:
+    """`"sign-flip:scale=2"` -> `Spec("sign-flip", (("scale", 2.0),))`."""
+    name, values = parse_spec(text, ATTACKS, "attack")
+    return Spec(name, tuple(values.items()))
+
+
+def parse_attackers(text: str, num_clients: int) -> tuple[int, ...]:
+    """Which clients attack: `"3"` -> clients 1, 2, 3; `"2,5,7"` (or `"4,"` for one)
+    -> those clients; `"0"` or `""` -> none. Sorted, each once, each one of the clients."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        text = str(text)
+    if not isinstance(text, str):
+        raise ConfigError(
+            f"attackers must be a count like '3' or clients like '2,5,7', got {text!r}"
+        )
+    given = text.strip()
+    if "," not in given:
+        if not given.isdigit():
+            raise ConfigError(
+                f"attackers {text!r}: write a count K (clients 1..K) or client numbers "
+                "like '2,5,7' (one client: '4,')"
+            )
+        count = int(given)
+        if count > num_clients:
+            raise ConfigError(
+                f"attackers {text!r}: {count} attackers, but only {num_clients} clients"
+            )
+        return tuple(range(1, count + 1))
+    clients = []
+    for item in filter(None, (part.strip() for part in given.split(","))):
+        if not item.isdigit() or not 1 <= int(item) <= num_clients:
+            raise ConfigError(
+                f"attackers {text!r}: {item!r} is not a client number 1-{num_clients}"
+            )
+        clients.append(int(item))
+    if len(set(clients)) != len(clients):
+        raise ConfigError(f"attackers {text!r}: a client is named twice")
+    return tuple(sorted(clients))
+
+
+def format_attackers(clients: Sequence[int]) -> str:
+    """The normal spelling: `"3"` for clients 1..3, `"2,5,7"` otherwise, `"4,"` for one."""
+    if tuple(clients) == tuple(range(1, len(clients) + 1)):
+        return str(len(clients))
+    return ",".join(str(c) for c in clients) + ("," if len(clients) == 1 else "")

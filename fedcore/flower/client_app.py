@@ -21,6 +21,7 @@ from fedcore.data.partition import ClientPartition, partition_clients
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.flower.run_config import experiment_config
 from fedcore.flower.strategies import DROPOUT_REASON, UNIFORM_WEIGHT
+from fedcore.learning.attacks import is_attacker
 from fedcore.learning.local import drops_out, train_on_partition
 from fedcore.learning.models import build_model
 
@@ -78,7 +79,13 @@ def train_handler(msg: Message, context: Context) -> Message:
         model = build_model(config.seed, config.model)
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         losses = train_on_partition(
-            model, data, partition, config, server_round, proximal_mu=proximal_mu
+            model,
+            data,
+            partition,
+            config,
+            server_round,
+            proximal_mu=proximal_mu,
+            attacking=is_attacker(config, client),
         )
     except Exception as error:
         reason = without_local_paths(str(error), config.data_dir)

@@ -26,7 +26,8 @@ from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.progress import FederatedRunError, Progress, ProgressCallback
 from fedcore.experiment.results import FederatedResult, RoundResult
 from fedcore.flower.strategies import RoundLog, RunLog, build_strategy, client_of, failure_reason
-from fedcore.learning.evaluation import Evaluation, digit_accuracy, evaluate
+from fedcore.learning.attacks import stamp_trigger
+from fedcore.learning.evaluation import Evaluation, backdoor_success, digit_accuracy, evaluate
 from fedcore.learning.models import build_model
 
 REPLY_POLL_SECONDS = 0.05
@@ -141,7 +142,9 @@ class RoundRecorder:
                 )
             )
 
-    def record_round(self, server_round: int, evaluation: Evaluation) -> None:
+    def record_round(
+        self, server_round: int, evaluation: Evaluation, attack_success: float | None = None
+    ) -> None:
         seen = self.log.rounds.get(server_round, RoundLog())
         self.history.append(
             RoundResult(
@@ -158,6 +161,8 @@ class RoundRecorder:
                 messages_received=seen.messages_received,
                 bytes_received=seen.bytes_received,
                 epsilon=seen.epsilon,
+                kept_clients=seen.kept,
+                attack_success=attack_success,
             )
         )
         self.confusions[server_round] = evaluation.confusion
@@ -188,24 +193,34 @@ class RoundRecorder:
             confusion=self.confusions[final.round],
             failures=list(self.log.failures),
             rounds_to_target=self.rounds_to_target(),
+            attack_success=final.attack_success,
         )
 
 
 class GlobalEvaluation:
     """The strategy's `evaluate_fn`: the global model on the whole test set (and on
-    each missing-digit subset) before the first round and after every round."""
+    each missing-digit subset) before the first round and after every round; under a
+    backdoor attack, also how often the trigger makes it answer the attack's target."""
 
     def __init__(self, config: ExperimentConfig, recorder: RoundRecorder) -> None:
         self.config, self.recorder = config, recorder
         self.data = load_mnist(config)
         self.subsets = missing_subsets(partition_clients(self.data.train_y, config))
         self.model = build_model(config.seed, config.model)
+        self.target, self.triggered_x = None, None
+        if config.attack_name == "backdoor":
+            self.target = int(config.attack_parameters["target"])
+            others = self.data.test_y != self.target
+            self.triggered_x = stamp_trigger(self.data.test_x[others])
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         self.model.load_state_dict(arrays.to_torch_state_dict())
         data = self.data
         evaluation = evaluate(self.model, data.test_x, data.test_y, self.subsets)
-        self.recorder.record_round(server_round, evaluation)
+        success = None
+        if self.target is not None:
+            success = backdoor_success(self.model, self.triggered_x, self.target)
+        self.recorder.record_round(server_round, evaluation, success)
         return MetricRecord({"accuracy": evaluation.accuracy, "loss": evaluation.loss})
 
 

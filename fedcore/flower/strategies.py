@@ -4,7 +4,8 @@ around whichever of them runs.
 The aggregation is always Flower's own class; `RecordingStrategy` wraps it (as
 Flower's DP wrappers wrap a strategy) and only records: each client's losses,
 failures, how far each update moved the model and how it lines up with the
-aggregate, the bytes on the wire, and the privacy spent.
+aggregate, the bytes on the wire, the privacy spent, and which clients a rule
+that chooses updates (Krum) kept.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ class RoundLog:
     messages_received: int = 0
     bytes_received: int = 0
     epsilon: float | None = None
+    kept: list[int] | None = None  # the clients the rule aggregated, where it chooses (Krum)
 
 
 @dataclass
@@ -146,6 +148,23 @@ class RunLog:
 
 def _flat(arrays: ArrayRecord) -> np.ndarray:
     return np.concatenate([a.ravel() for a in arrays.to_numpy_ndarrays()]).astype(np.float64)
+
+
+def kept_clients(strategy: Strategy, replies: list[Message]) -> list[int] | None:
+    """The clients whose updates the rule aggregates, for the rules that choose whole
+    updates (Krum, MultiKrum); None for the others. It asks Flower's own selection
+    (`select_multikrum`, the function the strategy calls) which of the replies it picks."""
+    if not isinstance(strategy, flower.MultiKrum):  # Krum is a MultiKrum that keeps 1
+        return None
+    from flwr.serverapp.strategy.multikrum import select_multikrum
+
+    valid = [reply for reply in replies if not reply.has_error()]
+    chosen = select_multikrum(
+        [reply.content for reply in valid],
+        num_malicious_nodes=strategy.num_malicious_nodes,
+        num_nodes_to_select=strategy.num_nodes_to_select,
+    )
+    return sorted(client_of(r) for r in valid if any(r.content is c for c in chosen))
 
 
 def _size(arrays: ArrayRecord) -> int:
@@ -205,6 +224,7 @@ class RecordingStrategy(Strategy):
             reasons = "; ".join(dict.fromkeys(failures)) or "no client replied in time"
             raise FederatedRunError(f"round {server_round}: every client failed ({reasons})")
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        entry.kept = kept_clients(self.inner, replies)
         if arrays is not None:
             moved = _flat(arrays) - start
             for client, update in updates.items():

@@ -77,3 +77,10 @@ def evaluate(
         subset_accuracy={format_digits(d): subset_accuracy(confusion, d) for d in subsets},
         confusion=confusion.tolist(),
     )
+
+
+def backdoor_success(model: nn.Module, triggered_x: torch.Tensor, target: int) -> float:
+    """The share of `triggered_x` (test images of digits other than `target`, the
+    backdoor's trigger stamped on them) that the model classifies as `target`."""
+    _, predicted = predict(model, triggered_x)
+    return float((predicted == target).float().mean())

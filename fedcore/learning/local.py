@@ -13,6 +13,7 @@ from torch import nn
 from fedcore.data.mnist import MnistData
 from fedcore.data.partition import ClientPartition
 from fedcore.experiment.config import ExperimentConfig
+from fedcore.learning.attacks import attack_generator, crafted_weights, poisoned_data
 from fedcore.learning.train import train
 
 # on_epoch(client, epoch, loss): progress for a UI; client and epoch are 1-based.
@@ -40,13 +41,21 @@ def train_on_partition(
     server_round: int,
     on_epoch: ClientEpochCallback | None = None,
     proximal_mu: float = 0.0,
+    attacking: bool = False,
 ) -> list[float]:
     """Train `model` in place on the client's images; the mean loss of every epoch.
-    `proximal_mu`: FedProx's proximal term (the server sends it)."""
-    return train(
+    `proximal_mu`: FedProx's proximal term (the server sends it). `attacking`: the
+    client is one of the config's attackers, and the model ends as the weights its
+    attack sends (`fedcore.learning.attacks`)."""
+    x, y = data.train_x[partition.indices], data.train_y[partition.indices]
+    if attacking:
+        generator = attack_generator(config, partition.client, server_round)
+        start = {key: value.clone() for key, value in model.state_dict().items()}
+        x, y = poisoned_data(x, y, config, generator)
+    losses = train(
         model,
-        data.train_x[partition.indices],
-        data.train_y[partition.indices],
+        x,
+        y,
         epochs=config.local_epochs,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
@@ -55,3 +64,6 @@ def train_on_partition(
         proximal_mu=proximal_mu,
         on_epoch=None if on_epoch is None else lambda e, loss: on_epoch(partition.client, e, loss),
     )
+    if attacking:
+        model.load_state_dict(crafted_weights(start, model.state_dict(), config, generator))
+    return losses

@@ -614,6 +614,57 @@ def privacy_chart(spent: pd.DataFrame, delta: float | None = None) -> alt.Chart:
     )
 
 
+TRUST_COLORS = alt.Scale(domain=["kept", "dropped", "all kept"],
+                         range=[PALETTE[2], "#eeeeee", "#c7dcef"])  # fmt: skip
+
+
+def trust_chart(trust: pd.DataFrame, rule: str) -> alt.LayerChart:
+    """Who the rule trusted, from `tables.trust`: a client x round grid, a cell kept
+    (green) or dropped (grey) by the rule, the attackers' rows marked with a cross."""
+    trust, note = some_rounds(trust, MAX_BANDS)
+    trust = trust.assign(model=trust["client"].map(client_name))
+    x = alt.X("round:O", title="round", axis=ROUND_AXIS)
+    y = alt.Y("model:N", title=None, sort=alt.SortField("client"))
+    tooltip = ["model:N", "round:O", "role:N", "kept:N"]
+    cells = (
+        alt.Chart(trust)
+        .mark_rect(stroke="#ffffff", strokeWidth=1)
+        .encode(x=x, y=y, color=alt.Color("kept:N", title=rule, scale=TRUST_COLORS),
+                tooltip=tooltip)
+    )  # fmt: skip
+    marks = (
+        alt.Chart(trust[trust["role"] == "attacker"])
+        .mark_point(shape="cross", color=MISSING_COLOR, size=60, filled=True)
+        .encode(x=x, y=y, tooltip=tooltip)
+    )
+    title = titled(f"Who did {rule} trust? (red cross: an attacker)", note)
+    return alt.layer(cells, marks, title=title).properties(
+        width=max(160, 22 * trust["round"].nunique()),
+        height=max(80, 18 * trust["client"].nunique()),
+    )
+
+
+def attack_rounds_chart(rounds: pd.DataFrame) -> alt.Chart:
+    """The global model's test accuracy and the backdoor's success after each round,
+    from `tables.attack_rounds`: a backdoor can succeed while the accuracy looks fine."""
+    rounds, note = some_rounds(rounds)
+    colors = alt.Scale(domain=["test accuracy", "backdoor success"],
+                       range=[FEDERATED_COLOR, MISSING_COLOR])  # fmt: skip
+    return (
+        alt.Chart(rounds, title=titled("Accuracy and backdoor success per round", note))
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("round:Q", title="round", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y(
+                "value:Q", title=None, axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])
+            ),
+            color=alt.Color("measure:N", title=None, scale=colors),
+            tooltip=["round:Q", "measure:N", alt.Tooltip("value:Q", format=PERCENT)],
+        )
+        .properties(width=320, height=200)
+    )
+
+
 def clients_answered_chart(answers: pd.DataFrame) -> alt.LayerChart:
     """Clients asked to train in each round (ticks) and those that answered (bars),
     from `tables.clients_answered`."""

@@ -435,6 +435,36 @@ def privacy_spent(rounds: Sequence[RoundResult]) -> pd.DataFrame:
     )
 
 
+def trust(rounds: Sequence[RoundResult], attackers: Sequence[int]) -> pd.DataFrame:
+    """`round, client, role, kept`: per round, each client that sent an update, whether
+    it is an attacker (`role`) and whether the rule aggregated its update (`kept`:
+    "kept" or "dropped"; "all kept" for a rule that takes every update)."""
+    rows = []
+    for h in rounds:
+        for client in sorted(h.update_norm, key=int):
+            number = int(client)
+            if h.kept_clients is None:
+                kept = "all kept"
+            else:
+                kept = "kept" if number in h.kept_clients else "dropped"
+            role = "attacker" if number in attackers else "honest"
+            rows.append({"round": h.round, "client": number, "role": role, "kept": kept})
+    return pd.DataFrame(rows, columns=["round", "client", "role", "kept"])
+
+
+def attack_rounds(rounds: Sequence[RoundResult]) -> pd.DataFrame:
+    """`round, measure, value`: the global model's test accuracy after each round and,
+    under a backdoor, the attack's success (rounds without it leave it out)."""
+    rows = []
+    for h in rounds:
+        rows.append({"round": h.round, "measure": "test accuracy", "value": h.accuracy})
+        if h.attack_success is not None:
+            rows.append(
+                {"round": h.round, "measure": "backdoor success", "value": h.attack_success}
+            )
+    return pd.DataFrame(rows, columns=["round", "measure", "value"])
+
+
 def clients_answered(rounds: Sequence[RoundResult]) -> pd.DataFrame:
     """`round, sampled, answered, missing`: clients asked to train in each round and
     those whose update came back (dropout, failures); rounds that recorded no

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from fedcore.experiment.results import ExperimentResult
+from fedcore.experiment.config import ExperimentConfig
+from fedcore.experiment.results import ExperimentResult, FederatedResult
 from fedcore.report import labels, tables
 from fedcore.report.labels import percent
 
@@ -60,6 +61,29 @@ def accuracy_text(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def attack_lines(config: ExperimentConfig, federated: FederatedResult) -> list[str]:
+    """Who attacked, how often the backdoor worked, and whom the rule kept (attackers
+    starred), round by round; nothing without an attack or a rule that chooses."""
+    attackers = set(config.attacker_clients)
+    lines = []
+    if attackers:
+        who = ", ".join(str(c) for c in sorted(attackers))
+        lines.append(f"attack: {config.attack} by client(s) {who} of {config.num_clients}")
+    if federated.attack_success is not None:
+        target = int(config.attack_parameters["target"])
+        rounds = ", ".join(f"{h.round}: {percent(h.attack_success)}" for h in federated.history)
+        lines.append(f"backdoor success per round (other digits, triggered, called {target}): "
+                     f"{rounds}")  # fmt: skip
+    kept = [h for h in federated.history if h.kept_clients is not None]
+    if kept:
+        rounds = "; ".join(
+            f"{h.round}: " + ",".join(f"{c}*" if c in attackers else str(c) for c in h.kept_clients)
+            for h in kept
+        )
+        lines.append(f"clients {config.strategy_name} kept per round (* attacker): {rounds}")
+    return lines
+
+
 def format_table(result: ExperimentResult) -> str:
     """A short text table: one row per model, one column per test set; then the
     federated model's rounds, the models that diverged, the settings and the time taken."""
@@ -73,6 +97,7 @@ def format_table(result: ExperimentResult) -> str:
             f"rounds to {config.target_accuracy:g}%: "
             + (str(reached) if reached is not None else f"not reached in {config.num_rounds}")
         )
+        lines += attack_lines(config, federated)
         lines += [f"failure: {failure}" for failure in federated.failures]
     if result.diverged:
         lines += [f"warning: {line}" for line in result.diverged]
