@@ -73,9 +73,11 @@ def test_flwr_run_writes_results_and_matches_in_process(flwr_home, tmp_path, fed
 
 
 def test_flwr_run_takes_the_labs_settings(flwr_home, tmp_path, engine, small_config):
-    """A split through flwr-datasets in every Ray worker, the 2NN, and the same numbers."""
+    """A split through flwr-datasets in every Ray worker, the 2NN, a backdoor attacker,
+    and the same numbers."""
     results = tmp_path / "results"
-    lab = "split='classes:2' model='2nn' exclude='' batch-size=128"
+    lab = "split='classes:2' model='2nn' exclude='' batch-size=128 attack='backdoor:target=0'"
+    lab += " attackers='2,'"
     done = flwr(
         flwr_home, "run", ".", "--stream", "--run-config",
         f"local-epochs=1 num-server-rounds=1 {lab} results-dir='{results}'",
@@ -83,12 +85,14 @@ def test_flwr_run_takes_the_labs_settings(flwr_home, tmp_path, engine, small_con
     assert done.returncode == 0, done.stdout + done.stderr
     latest = json.loads((results / "latest.json").read_text())
     config = small_config.replace(
-        split="classes:2", model="2nn", excluded_digits=(), batch_size=128
-    )
+        split="classes:2", model="2nn", excluded_digits=(), batch_size=128,
+        attack="backdoor:target=0", attackers="2,",
+    )  # fmt: skip
     assert latest["config"] == config.to_dict() | {"data_dir": latest["config"]["data_dir"]}
     expected = engine.submit(config, "federated", use_cache=False).result().federated
     assert latest["federated"]["accuracy"] == expected.accuracy
     assert latest["federated"]["subset_accuracy"] == expected.subset_accuracy
+    assert latest["federated"]["attack_success"] == expected.attack_success is not None
 
 
 def test_mistyped_key_is_rejected(flwr_home):

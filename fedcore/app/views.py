@@ -158,7 +158,7 @@ def round_views(result: ExperimentResult) -> list[object]:
             )  # fmt: skip
         )
     if config.attacker_clients or result.federated.history[-1].kept_clients is not None:
-        views += attack_views(result)
+        views[:0] = attack_views(result)  # first: under an attack, what matters most
     answers = tables.clients_answered(history)
     if config.dropout or result.federated.failures or answers.missing.any():
         views.append(
