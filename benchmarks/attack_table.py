@@ -5,10 +5,11 @@ with 1 and 3 attackers out of 10 clients, on real MNIST.
 
 Every cell is one federated run through the engine (10 IID clients, the MLP, 1 local
 epoch a round, the other settings the lab's defaults, seed 42), computed once and
-then read from the engine's cache. Writes a markdown table: final test accuracy, and
-for the backdoor the attack's success (triggered test images of other digits that
-the global model calls the target), for each rule, attack and number of attackers;
-and, for Krum and MultiKrum, the share of the updates they kept that were attackers'.
+then read from the engine's cache. Prints (and with `--out` writes) a markdown
+table: final test accuracy, and for the backdoor the attack's success (triggered
+test images of other digits that the global model calls the target), for each
+rule, attack and number of attackers; and, for Krum and MultiKrum, the share of the
+updates they kept that were attackers'.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("FEDCORE_DATA_DIR"))
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", default="docs/attacks-table.md")
+    parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args()
     if not args.data_dir:
         parser.error("--data-dir (or FEDCORE_DATA_DIR) names the folder of the MNIST files")
@@ -72,8 +73,9 @@ def main() -> int:
                 print(f"{rule}, {attack} x{attackers}: {cells[-1]}", flush=True)
             lines.append(f"| {rule} | " + " | ".join(cells) + " |")
     minutes = (time.monotonic() - start) / 60
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"{len(RULES) * len(columns)} cells in {minutes:.1f} min; table in {args.out}")
+    print(f"{len(RULES) * len(columns)} cells in {minutes:.1f} min", *lines, sep="\n")
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
 
 

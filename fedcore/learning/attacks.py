@@ -53,7 +53,7 @@ def attack_generator(config: ExperimentConfig, client: int, server_round: int) -
 
 
 def is_attacker(config: ExperimentConfig, client: int) -> bool:
-    return config.attack_name != "none" and client in config.attacker_clients
+    return client in config.attacker_clients  # none without an attack (the config's rule)
 
 
 def poisoned_data(
@@ -85,19 +85,29 @@ def crafted_weights(
 ) -> dict[str, torch.Tensor]:
     """The weights an attacker sends, from the round's global weights (`start`) and
     what its (possibly poisoned) training gave (`trained`)."""
-    name, p = config.attack_name, config.attack_parameters
-    factor = {"sign-flip": -p.get("scale", 0.0), "scale": p.get("factor", 0.0)}.get(name)
-    if name == "backdoor":
-        factor = backdoor_boost(config)
+    factor = update_factor(config)
     out = {}
     for key, honest in trained.items():
         if not honest.is_floating_point():
             out[key] = honest
-        elif name == "noise":
+        elif config.attack_name == "noise":
             noise = torch.randn(honest.shape, generator=generator, dtype=honest.dtype)
-            out[key] = start[key] + p["std"] * noise
+            out[key] = start[key] + config.attack_parameters["std"] * noise
         elif factor is not None:
             out[key] = start[key] + factor * (honest - start[key])
         else:  # label-flip: the poisoned training is the whole attack
             out[key] = honest
     return out
+
+
+def update_factor(config: ExperimentConfig) -> float | None:
+    """How many times its (possibly poisoned) update an attacker sends; None for the
+    attacks that do not scale one (noise, label-flip)."""
+    name, p = config.attack_name, config.attack_parameters
+    if name == "sign-flip":
+        return -p["scale"]
+    if name == "scale":
+        return p["factor"]
+    if name == "backdoor":
+        return backdoor_boost(config)
+    return None
