@@ -21,6 +21,8 @@ from fedcore.engine.child import Channel, ForkedChild, fork_child
 from fedcore.engine.protocol import Task, TaskDone, TaskProgress
 from fedcore.engine.worker import serve
 
+CLOSING_CHECK_SECONDS = 0.1  # how often a thread waiting for a task looks for `close`
+
 
 class TaskError(RuntimeError):
     """A task raised in its worker; the message is the worker's error text."""
@@ -50,6 +52,12 @@ class _Queued:
     on_progress: Callable[[Any], None] | None
 
 
+def _fail(queued: _Queued, why: str) -> None:
+    """A queued task that no worker will run: `WorkerDied`, unless it was cancelled."""
+    if queued.future.set_running_or_notify_cancel():
+        queued.future.set_exception(WorkerDied(why))
+
+
 class WorkerPool:
     """`size` worker processes for tasks of `role` ("federated" or "isolated"),
     started at once and kept warm; `nice` lowers their scheduling priority."""
@@ -59,12 +67,17 @@ class WorkerPool:
         self._queue: queue.SimpleQueue[_Queued] = queue.SimpleQueue()
         self.broken: str | None = None  # why, once a worker died
         self.busy: list[tuple[float, float]] = []  # (start, end) of every task done
+        self._closing = False
         work = functools.partial(serve, role=role, nice=nice)
         self._workers = [fork_child(work) for _ in range(size)]
-        for process, conn in self._workers:
+        self._threads = [
             threading.Thread(
                 target=self._serve, args=(process, conn), name="fedcore-pool", daemon=True
-            ).start()
+            )
+            for process, conn in self._workers
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def pids(self) -> list[int]:
@@ -84,8 +97,7 @@ class WorkerPool:
         task = None
         try:
             conn.recv()  # WorkerReady: imports done
-            while True:
-                task = self._queue.get()
+            while (task := self._next_task()) is not None:
                 if not task.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued
                 conn.send(Task(task.kind, task.args))
@@ -104,7 +116,16 @@ class WorkerPool:
             if task is not None:
                 task.future.set_exception(WorkerDied(self.broken))
             while not self._queue.empty():  # nobody else will take these
-                self._queue.get().future.set_exception(WorkerDied(self.broken))
+                _fail(self._queue.get(), self.broken)
+
+    def _next_task(self) -> _Queued | None:
+        """The next task; None once the pool is closing."""
+        while not self._closing:
+            try:
+                return self._queue.get(timeout=CLOSING_CHECK_SECONDS)
+            except queue.Empty:
+                continue
+        return None
 
     def busy_seconds(self, since: float) -> float:
         """Wall-clock seconds since `since` (a `time.time()`) in which at least one
@@ -112,9 +133,21 @@ class WorkerPool:
         return covered_seconds(self.busy, since)
 
     def close(self) -> None:
-        """Kill every worker and reap it: none is left once this returns."""
+        """Kill every worker and reap it: none is left once this returns.
+
+        Each channel is shut down, not closed, while its thread may be blocked reading
+        it: the thread then reads end-of-file and ends (closing a connection under a
+        thread that reads it raised a `TypeError` there, printed as a traceback on a
+        run interrupted under load); it is closed once its thread has ended. A thread
+        waiting for a task sees the pool closing within `CLOSING_CHECK_SECONDS`."""
+        self._closing = True
         for process, conn in self._workers:
-            conn.close()
+            conn.shutdown()
             process.kill()
-        for process, _ in self._workers:
+        for thread in self._threads:
+            thread.join()
+        for process, conn in self._workers:
             process.join()
+            conn.close()
+        while not self._queue.empty():  # taken by no worker: nobody will run them now
+            _fail(self._queue.get(), "the engine's pool was closed")
