@@ -136,9 +136,9 @@ class WorkerPool:
         """Kill every worker and reap it: none is left once this returns.
 
         Each channel is shut down, not closed, while its thread may be blocked reading
-        it: the thread then reads end-of-file and ends (closing a connection under a
-        thread that reads it raised a `TypeError` there, printed as a traceback on a
-        run interrupted under load); it is closed once its thread has ended. A thread
+        it: the thread then reads end-of-file and ends (a connection closed under a
+        thread reading it has no handle left, and the read fails with a `TypeError`
+        that nothing here catches); it is closed once its thread has ended. A thread
         waiting for a task sees the pool closing within `CLOSING_CHECK_SECONDS`."""
         self._closing = True
         for process, conn in self._workers:
