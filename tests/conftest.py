@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,13 @@ MNIST_DIR = Path(
 # Every test runs offline and keeps its caches out of the user's home.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child a test interrupts with SIGINT: a shell starts background
+    commands with SIGINT ignored, and children inherit that (a CLI started so rightly
+    ignores Ctrl-C); the child takes Python's default handling back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True, scope="session")

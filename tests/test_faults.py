@@ -15,7 +15,7 @@ from fedcore.engine import cache as engine_cache
 from fedcore.engine.cache import ResultCache
 from fedcore.storage import atomic_write_text
 
-from .conftest import REPO
+from .conftest import REPO, default_sigint
 
 
 def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch):
@@ -97,7 +97,7 @@ def test_interrupted_run_writes_no_results_and_leaves_no_process(mnist_dir, tmp_
         [sys.executable, "-m", "fedcore", "run", "--phase", "all", "--rounds", "2",
          "--epochs", "5", "--no-cache", "--data-dir", str(mnist_dir), "--out", str(out)],
         cwd=REPO, env=os.environ | {"FEDCORE_TEST_RUN": marker},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )  # fmt: skip
     try:
         # Round 0 (the untrained model's accuracy) is reported before any

@@ -20,7 +20,7 @@ from fedcore.experiment.from_text import parse_vary
 from fedcore.experiment.results import ExperimentResult
 from fedcore.experiment.specs import ConfigError
 
-from .conftest import REPO
+from .conftest import REPO, default_sigint
 
 
 def test_parse_vary_takes_flags_keys_and_field_names():
@@ -85,7 +85,7 @@ def test_sweep_writes_its_table_and_resumes_after_an_interrupt(mnist_dir, tmp_pa
     env = os.environ | {"FEDCORE_TEST_RUN": marker, "FEDCORE_CACHE_DIR": str(tmp_path / "cache")}
     first = subprocess.Popen(
         sweep_command(out, mnist_dir), cwd=REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
