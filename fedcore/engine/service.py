@@ -173,7 +173,8 @@ class IsolatedModels:
         (once each)."""
         for client, entry in self._entries.items():
             with self._lock:
-                if entry.done() or client in self._submitted or client not in (clients or [client]):
+                wanted = clients is None or client in clients
+                if entry.done() or client in self._submitted or not wanted:
                     continue
                 self._submitted.add(client)
             task = pool.submit(

@@ -64,10 +64,10 @@ def accuracy_text(table: pd.DataFrame) -> list[str]:
 def attack_lines(config: ExperimentConfig, federated: FederatedResult) -> list[str]:
     """Who attacked, how often the backdoor worked, and whom the rule kept (attackers
     starred), round by round; nothing without an attack or a rule that chooses."""
-    attackers = set(config.attacker_clients)
+    attackers = config.attacker_clients  # sorted
     lines = []
     if attackers:
-        who = ", ".join(str(c) for c in sorted(attackers))
+        who = ", ".join(str(c) for c in attackers)
         lines.append(f"attack: {config.attack} by client(s) {who} of {config.num_clients}")
     if federated.attack_success is not None:
         target = int(config.attack_parameters["target"])
