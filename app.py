@@ -12,6 +12,9 @@ with app.setup(hide_code=True):
         from fedcore.app import compare, controls, share, views
         from fedcore.app.budget import DEFAULT_MAX_RUN_MINUTES, MAX_RUN_MINUTES, Budget
         from fedcore.app.from_page import (
+            chapter_config as chapter_config_from_controls,
+        )
+        from fedcore.app.from_page import (
             lab_config_from_controls,
             lab_settings_from_url,
             story_config,
@@ -355,6 +358,169 @@ def _(story_result):
             ),
             share.downloads(story_result),
             mo.accordion({"Each chart as SVG or PNG": share.figure_downloads(story_result)}),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md(
+        r"""
+        ---
+        # What the server learns
+
+        The hospitals never sent an image. But each sent its *update*, the weights
+        it trained, and the server sees every one. Here the server is **honest but
+        curious**: it runs Flower's protocol as written and then reads the updates.
+        From the update alone, with what it knows anyway (the model it sent, the
+        training it asked for, the test images it evaluates on), it infers
+
+        - **which digits a hospital holds, and how many**: a digit the hospital has
+          no image of pushes the output layer's bias for that digit down in every
+          step (Zhao et al., *iDLG*, 2020; Wainakh et al., *User-Level Label
+          Leakage from Gradients*, 2022);
+        - **its images**: for a first layer on the pixels, one row's weight change
+          divided by its bias change is an image the layer saw (Phong et al., 2017;
+          Fowl et al., *Robbing the Fed*, 2022), exactly so for one step of one
+          image. With `optimise`, it also fits images whose training would give
+          the same update (Zhu et al., *DLG*, 2019; Geiping et al., *Inverting
+          Gradients*, 2020).
+
+        fedcore scores each guess against the hospital's real data: the digits it
+        lacks, and the PSNR and SSIM of the best reconstruction against the image
+        it matches (over about 30 dB is the image itself).
+        """
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(story_result):
+    mo.vstack(
+        [
+            mo.md(
+                "### In the story's run\n\nThe server named every hospital's missing digits "
+                "from its first update, if the table says *yes*. At batch 64 over 20,000 images, "
+                "the images it rebuilt are blurs: many images mixed in many steps."
+            ),
+            *views.leakage_views(story_result),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _():
+    chapter_controls = controls.chapter_controls()
+    chapter_run_button = mo.ui.run_button(label="Run the attack", kind="success")
+    return chapter_controls, chapter_run_button
+
+
+@app.cell(hide_code=True)
+def _(chapter_controls, chapter_run_button):
+    _c = chapter_controls
+    _defense = _c.value["defense"]
+    mo.vstack(
+        views.shown(
+            mo.md(
+                "### Try it\n\nSmaller batches and fewer steps give more away; a defense "
+                "hides it, at a cost. Each run is the story's split, 3 rounds."
+            ),
+            views.row(_c["batch_size"], _c["local_steps"], _c["local_epochs"], _c["leakage"]),
+            views.row(
+                _c["defense"], _c["parameters"][_defense] if _defense in _c["parameters"] else None  # noqa: SIM401
+            ),  # fmt: skip
+            mo.accordion(
+                {
+                    "What the defenses and settings mean": views.settings_help(
+                        ("privacy", "local_steps", "leakage")
+                    )
+                }
+            ),  # fmt: skip
+            chapter_run_button,
+        )
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(chapter_controls, split_config, visitor):
+    mo.stop(split_config is None)
+    try:
+        chapter_config = chapter_config_from_controls(split_config, chapter_controls.value)
+    except ConfigError as _error:
+        chapter_config, _message = None, views.refusal(_error, "These settings")
+    else:
+        _message = mo.md(
+            f"<small>Run the attack runs: {tables.run_label(chapter_config)} "
+            f"({visitor.budget.cost_of(chapter_config, 'federated')}).</small>"
+        )
+    _message
+    return (chapter_config,)
+
+
+@app.cell(hide_code=True)
+def _(visitor):
+    chapter_runs = RunSlot(visitor, "federated")
+    get_chapter_request, set_chapter_request = mo.state(None)
+    get_chapter_finished, set_chapter_finished = mo.state(None)
+    return (
+        chapter_runs,
+        get_chapter_finished,
+        get_chapter_request,
+        set_chapter_finished,
+        set_chapter_request,
+    )
+
+
+@app.cell(hide_code=True)
+def _(chapter_config, chapter_run_button, set_chapter_request):
+    if chapter_run_button.value and chapter_config is not None:
+        set_chapter_request(chapter_config)
+    return
+
+
+@app.cell(hide_code=True)
+def _(chapter_runs, get_chapter_request, set_chapter_finished):
+    _request = get_chapter_request()
+    mo.stop(_request is None)
+    chapter_run, _view = start_run(
+        chapter_runs,
+        _request,
+        again=mo.md("Press **Run the attack** to run it again."),
+        on_finished=set_chapter_finished,
+    )
+    _view
+    return (chapter_run,)
+
+
+@app.cell(hide_code=True)
+def _(chapter_run, get_chapter_finished, keep_run):
+    get_chapter_finished()  # drawn when the attack's run is done
+    mo.stop(chapter_run.status().state != "done")
+    _result = chapter_run.result()
+    keep_run("privacy", _result)
+    mo.vstack(
+        [
+            mo.md(f"**{views.chapter_summary(_result)}**"),
+            *views.leakage_views(_result),
+        ]
+    )
+    return
+
+
+@app.cell(hide_code=True)
+def _(get_kept_runs):
+    _table = tables.defenses(get_kept_runs())
+    mo.stop(len(_table) < 2)
+    mo.vstack(
+        [
+            mo.md(
+                "### The defenses side by side\n\nEvery run of this page with the "
+                "server's attack, its accuracy and what it gave away."
+            ),
+            mo.ui.table(_table, selection=None, show_download=True),
         ]
     )
     return

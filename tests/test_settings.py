@@ -39,7 +39,7 @@ def test_cli_flags_and_run_config_keys_round_trip_every_setting(mnist_dir):
     changed = ExperimentConfig(
         num_clients=4, split="dirichlet:0.3", excluded_digits=(), model="2nn",
         strategy="fedprox:mu=0.5", privacy="server:noise=0.8", attack="noise:std=0.5",
-        attackers="2,4", num_rounds=5, local_epochs=2,
+        attackers="2,4", leakage="optimise", num_rounds=5, local_epochs=2, local_steps=3,
         batch_size=32, learning_rate=0.05, momentum=0.5, fraction_train=0.5,
         min_train_clients=2, dropout=0.1, target_accuracy=90.0, seed=7, data_dir=str(mnist_dir),
     )  # fmt: skip

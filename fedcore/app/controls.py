@@ -15,6 +15,7 @@ from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.settings import BY_NAME, control_range
 from fedcore.experiment.specs import (
     ATTACKS,
+    DEFENSES,
     PRIVACY,
     SIZE_LAWS,
     SPLITS,
@@ -35,7 +36,7 @@ STORY_TRAINING = ("num_rounds", "local_epochs", "learning_rate", "batch_size", "
 LAB_CONTROLS = ("model", "num_clients", "num_rounds", "local_epochs", "dropout", "attackers",
                 "fraction_train", "min_train_clients", "target_accuracy", "seed")  # fmt: skip
 STRATEGY_PARAMETERS_LABEL = "its parameters"
-PRIVACY_PARAMETERS_LABEL = "noise, clip, delta"
+PRIVACY_PARAMETERS_LABEL = "its parameters"
 ATTACK_PARAMETERS_LABEL = "its parameters"
 
 
@@ -151,6 +152,47 @@ def lab_parameters(start_from: ExperimentConfig) -> mo.ui.dictionary:
             "strategy": mo.ui.dictionary(strategies),
             "privacy": mo.ui.dictionary(privacy),
             "attack": mo.ui.dictionary(attacks),
+        }
+    )
+
+
+# The privacy chapter's sizes of a client's local training: small batches and few
+# steps are where an update gives its images away.
+CHAPTER_BATCHES = ("1", "2", "4", "8", "16", "64")
+CHAPTER_STEPS = {"all its images": 0, "1 batch": 1, "2 batches": 2, "10 batches": 10,
+                 "100 batches": 100}  # fmt: skip
+CHAPTER_EPOCHS = ("1", "2", "5", "10")
+
+
+def chapter_controls() -> mo.ui.dictionary:
+    """The privacy chapter's controls: the defense (and its parameters, one field per
+    defense that has them), the clients' batch size, images a round and local epochs,
+    and the attack. Their defaults: the story's batch, all images, one epoch, no defense."""
+    parameters = {
+        name: mo.ui.text(
+            value=_parameters_text(DEFENSES[name], PRIVACY[DEFENSES[name]]),
+            label=PRIVACY_PARAMETERS_LABEL,
+            full_width=False,
+        )
+        for name in DEFENSES
+        if PRIVACY[DEFENSES[name]]
+    }
+    return mo.ui.dictionary(
+        {
+            "defense": mo.ui.dropdown(list(DEFENSES), value="none", label="Defense"),
+            "parameters": mo.ui.dictionary(parameters),
+            "batch_size": mo.ui.dropdown(
+                list(CHAPTER_BATCHES), value="64", label=BY_NAME["batch_size"].label
+            ),
+            "local_steps": mo.ui.dropdown(
+                CHAPTER_STEPS, value="all its images", label="Each client trains a round on"
+            ),
+            "local_epochs": mo.ui.dropdown(
+                list(CHAPTER_EPOCHS), value="1", label=BY_NAME["local_epochs"].label
+            ),
+            "leakage": mo.ui.dropdown(
+                ["analytic", "optimise"], value="analytic", label="The server's attack"
+            ),
         }
     )
 

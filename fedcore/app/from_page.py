@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.from_text import lenient_config_from_text
 from fedcore.experiment.settings import BY_NAME
+from fedcore.experiment.specs import parse_defense
 
 # The lab's settings, under their run-config keys in the address
 # (`?split=classes:2&num-clients=4&num-server-rounds=2&local-epochs=1`; the CLI's
@@ -50,12 +51,27 @@ def story_split_config(
 def story_config(split: ExperimentConfig, values: Mapping[str, Any]) -> ExperimentConfig:
     """The story's whole config: its split and its training controls' values."""
     return split.replace(
+        leakage="analytic",  # what the server learns is the next chapter's start
         num_rounds=values["num_rounds"],
         local_epochs=values["local_epochs"],
         batch_size=int(values["batch_size"]),
         learning_rate=float(values["learning_rate"]),
         momentum=float(values["momentum"]),
         fraction_train=round(float(values["fraction_train"]), 2),
+    )
+
+
+def chapter_config(split: ExperimentConfig, values: Mapping[str, Any]) -> ExperimentConfig:
+    """The privacy chapter's run from its controls' values (`chapter_controls`): the
+    story's split, the clients' local training, the defense (the privacy setting) and
+    the curious server's attack. Raises `ConfigError` with the config's reason."""
+    defense, parameters = values["defense"], values["parameters"].get(values["defense"], "")
+    return split.replace(
+        batch_size=int(values["batch_size"]),
+        local_steps=int(values["local_steps"]),
+        local_epochs=int(values["local_epochs"]),
+        privacy=str(parse_defense(f"{defense}:{parameters}" if parameters else defense)),
+        leakage=values["leakage"],
     )
 
 

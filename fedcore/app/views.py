@@ -11,7 +11,8 @@ import pandas as pd
 
 from fedcore.experiment.results import ClientResult, ExperimentResult
 from fedcore.experiment.settings import BY_NAME
-from fedcore.experiment.specs import default_exclusions, format_digits
+from fedcore.experiment.specs import default_exclusions, defense_name, format_digits
+from fedcore.privacy.summary import epsilon_spent
 from fedcore.report import charts, tables, text
 from fedcore.report.labels import percent
 
@@ -179,6 +180,56 @@ def attack_views(result: ExperimentResult) -> list[object]:
     views: list[object] = [charts.attack_rounds_chart(tables.attack_rounds(history))]
     if len(trust):
         views.insert(0, charts.trust_chart(trust, config.strategy_name))
+    return views
+
+
+# What each defense hides from the curious server, and what it does not (the chapter).
+DEFENSE_NOTES = {
+    "off": "No defense: the server reads every client's update as it was sent.",
+    "secagg": "**SecAgg+** (Flower's `SecAggPlusWorkflow` and `secaggplus_mod`): the clients "
+    "mask their updates so that the server can only add them up. It sees no client's own "
+    "update, so it has nothing of any one client to attack; the round records hold no "
+    "per-client update norm or cosine, for the same reason. The sum itself is no secret: "
+    "with few clients, it still says much about all of them together.",
+    "local": "**Local DP** (Flower's `LocalDpMod`): each client clips its update and adds "
+    "Gaussian noise *before* sending it, so the server only ever sees noisy updates. Its "
+    "epsilon bounds what one update reveals; every round a client sends another.",
+    "server": "**Central DP** (Flower's server-side fixed clipping): the server clips the "
+    "updates and adds noise to their *sum*. That protects the released model, not the "
+    "updates: the server still reads each one in the clear, as this attack does.",
+    "client": "**Central DP with client-side clipping**: the clients clip, the server adds "
+    "noise to the sum. The model is protected; the clipped updates reach the server in "
+    "the clear.",
+}
+
+
+def chapter_summary(result: ExperimentResult) -> str:
+    """One line: the defense, the global model's accuracy, the epsilon it spent."""
+    config, federated = result.config, result.federated
+    epsilon, bounds = epsilon_spent(config, federated)
+    spent = f"; epsilon {epsilon:.3g} for {bounds}" if epsilon is not None else ""
+    return (f"Defense {defense_name(config.privacy_spec)}: the global model reaches "
+            f"{percent(federated.accuracy)} on the test set{spent}.")  # fmt: skip
+
+
+def leakage_views(result: ExperimentResult) -> list[object]:
+    """What the curious server learned of each client from its first update: a table
+    against the truth, the label counts it estimated, and the images it rebuilt."""
+    leaked = result.federated.leakage or []
+    config = result.config
+    views: list[object] = [
+        mo.md(DEFENSE_NOTES[config.privacy_kind]),
+        mo.ui.table(tables.leakage(leaked), selection=None, show_download=False),
+    ]
+    counts = tables.leakage_counts(leaked)
+    if (counts["kind"] == "inferred").any():
+        views.append(charts.leakage_counts_chart(counts))
+    pixels = tables.reconstructions(leaked)
+    if len(pixels):
+        views.append(charts.reconstruction_chart(pixels))
+    elif config.model == "cnn" and config.leakage == "analytic":
+        note = "the CNN's first layer is a convolution: try the optimise attack"
+        views.append(mo.md(f"_No reconstruction: {note}._"))
     return views
 
 

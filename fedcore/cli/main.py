@@ -1,4 +1,5 @@
-"""`python -m fedcore run ...` (headless runs for scripts, checks and benchmarks) and
+"""`python -m fedcore run ...` (headless runs for scripts, checks and benchmarks),
+`python -m fedcore privacy ...` (what a curious server learns, under a defense) and
 `python -m fedcore report ...` (a report to share from results files).
 
 Errors a user can fix (a setting, a data file, an --out that cannot be written)
@@ -9,6 +10,7 @@ no traceback. An --out is checked before the run starts, not after it.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ from fedcore.experiment.from_text import parse_value
 from fedcore.experiment.progress import Progress
 from fedcore.experiment.results import ExperimentResult, ResultsError
 from fedcore.experiment.settings import SETTINGS, Setting
-from fedcore.experiment.specs import ConfigError
+from fedcore.experiment.specs import ConfigError, parse_defense
+from fedcore.privacy.summary import privacy_summary
 from fedcore.report.labels import percent
 from fedcore.report.text import format_table
 from fedcore.storage import atomic_write_text, check_writable, os_error_text
@@ -63,6 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, help="folder for cells/, sweep.json, sweep.csv")
     sweep.add_argument("--phase", choices=PHASES, default="all")
     add_setting_arguments(sweep)
+    privacy = commands.add_parser(
+        "privacy",
+        help="what a curious server learns from each client's update, under a defense: "
+        "a JSON of inferred digits, reconstructions and accuracy",
+        allow_abbrev=False,
+    )
+    privacy.add_argument(
+        "--defense",
+        metavar="DEFENSE",
+        help="none, secagg (Flower's SecAgg+), local-dp:epsilon=E[,clip=C,delta=D] (Flower's "
+        "LocalDpMod) or central-dp:noise=N,clip=C[,delta=D] (Flower's server-side fixed "
+        "clipping); the same as --privacy off|secagg|local:...|server:...",
+    )
+    privacy.add_argument("--out", help="write the privacy JSON here (atomically)")
+    privacy.add_argument(
+        "--no-cache", action="store_true", help="compute again instead of reusing cached results"
+    )
+    add_setting_arguments(privacy)
     report = commands.add_parser(
         "report",
         help="a self-contained HTML report (and figures) from results JSON files",
@@ -269,6 +290,17 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def privacy_config(config: ExperimentConfig, defense: str | None) -> ExperimentConfig:
+    """The privacy command's run: the defense as the privacy setting (one of the two
+    flags), and the curious server's attacks on (analytic unless --leakage says more)."""
+    if defense is not None and config.privacy != DEFAULTS.privacy:
+        raise ConfigError(f"--defense {defense} and --privacy {config.privacy}: give one")
+    return config.replace(
+        privacy=config.privacy if defense is None else str(parse_defense(defense)),
+        leakage="analytic" if config.leakage == "off" else config.leakage,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["deploy"]:
@@ -282,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_sweep_command(args)
     try:
         config = config_from_args(args)
+        if args.command == "privacy":
+            config = privacy_config(config, args.defense)
     except ConfigError as error:
         print(f"fedcore: invalid setting: {error}", file=sys.stderr)
         return 2
@@ -291,8 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(unwritable_out(args.out, error), file=sys.stderr)
         return 2
+    phase = "federated" if args.command == "privacy" else args.phase
     try:
-        result = run_experiment(config, args.phase, print_progress, use_cache=not args.no_cache)
+        result = run_experiment(config, phase, print_progress, use_cache=not args.no_cache)
     except EngineError as error:
         what = {"data": "data error", "setting": "invalid setting"}.get(error.kind, "run failed")
         print(f"fedcore: {what}: {error}", file=sys.stderr)
@@ -303,7 +338,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(result))
     if args.out:
         try:
-            print(f"results written to {result.save(args.out)}")
+            if args.command == "privacy":
+                summary = json.dumps(privacy_summary(result), indent=2) + "\n"
+                print(f"privacy results written to {atomic_write_text(args.out, summary)}")
+            else:
+                print(f"results written to {result.save(args.out)}")
         except OSError as error:  # e.g. the disk filled up during the run
             print(f"fedcore: results not written ({os_error_text(error)})", file=sys.stderr)
             return 1

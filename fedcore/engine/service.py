@@ -338,7 +338,12 @@ def start_federated(
     if cached is not None:
         federating.result = cached
         return federating
-    first_round = models.offer_first_round if models and config.fraction_train == 1 else None
+    # round 1's updates are the isolated models only where they are the plain trained
+    # weights: not noised (local DP), clipped (client-side central DP) or masked (SecAgg+)
+    plain = config.privacy_kind in ("off", "server")
+    first_round = (
+        models.offer_first_round if models and config.fraction_train == 1 and plain else None
+    )
     federating.thread = threading.Thread(
         target=_federate,
         args=(federating, config, pool, emit, first_round),

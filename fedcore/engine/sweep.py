@@ -31,6 +31,7 @@ from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results import ExperimentResult, FederatedResult, ResultsError
 from fedcore.experiment.settings import Setting
 from fedcore.experiment.specs import ConfigError, parse_exclusions
+from fedcore.privacy.summary import leakage_scores
 from fedcore.storage import atomic_write_text, check_writable
 
 MAX_CELLS = 1000
@@ -106,6 +107,9 @@ def row(cell: Cell, result: ExperimentResult) -> dict[str, Any]:
         "clients": config.num_clients,
         "rounds": config.num_rounds,
         "local_epochs": config.local_epochs,
+        "batch_size": config.batch_size,
+        "local_steps": config.local_steps,
+        "leakage": config.leakage,
         "fraction": config.fraction_train,
         "seed": config.seed,
     }
@@ -120,6 +124,7 @@ def row(cell: Cell, result: ExperimentResult) -> dict[str, Any]:
         out["attack_success"] = federated.attack_success
         out["attackers_kept"] = attackers_kept(config, federated)
         out["failures"] = len(federated.failures)
+        out |= leakage_scores(federated)
     if result.centralized is not None:
         out["centralized_accuracy"] = result.centralized.accuracy
     if result.isolated:

@@ -21,6 +21,7 @@ from typing import Any
 
 from fedcore.experiment.settings import BY_NAME, SETTINGS
 from fedcore.experiment.specs import (
+    CENTRAL_DP,
     REFERENCE_EXCLUSIONS,
     ConfigError,
     Spec,
@@ -89,9 +90,11 @@ class ExperimentConfig:
     privacy: str = BY_NAME["privacy"].default  # type: ignore[assignment]
     attack: str = BY_NAME["attack"].default  # type: ignore[assignment]
     attackers: str = BY_NAME["attackers"].default  # type: ignore[assignment]
+    leakage: str = BY_NAME["leakage"].default  # type: ignore[assignment]
     num_rounds: int = BY_NAME["num_rounds"].default  # type: ignore[assignment]
     local_epochs: int = BY_NAME["local_epochs"].default  # type: ignore[assignment]
     batch_size: int = BY_NAME["batch_size"].default  # type: ignore[assignment]
+    local_steps: int = BY_NAME["local_steps"].default  # type: ignore[assignment]
     learning_rate: float = BY_NAME["learning_rate"].default  # type: ignore[assignment]
     momentum: float = BY_NAME["momentum"].default  # type: ignore[assignment]
     fraction_train: float = BY_NAME["fraction_train"].default  # type: ignore[assignment]
@@ -115,16 +118,29 @@ class ExperimentConfig:
             object.__setattr__(self, name, str(spec))
             object.__setattr__(self, f"_{name}_spec", spec)
         self._resolve_attackers()
-        if privacy.name != "off" and strategy.name not in ("fedavg", "fedprox"):
+        if privacy.name in CENTRAL_DP and strategy.name not in ("fedavg", "fedprox"):
             raise ConfigError(
                 f"privacy {self.privacy} needs fedavg or fedprox: Flower's accountant follows "
                 f"FedAvg's aggregation only (the strategy is {self.strategy})"
             )
-        self._check_strategy_fits()
-        if self.model not in BY_NAME["model"].choices:
+        if privacy.name == "secagg" and (strategy.name != "fedavg" or attack.name != "none"):
             raise ConfigError(
-                f"model must be one of {', '.join(BY_NAME['model'].choices)}, got {self.model!r}"
+                f"privacy secagg with strategy {self.strategy} and attack {self.attack}: Flower's "
+                "SecAgg+ workflow sums the updates for FedAvg, so it needs strategy fedavg and "
+                "no attack (a rule that looks at each update cannot see them)"
             )
+        if privacy.name == "secagg" and self.clients_per_round < 2:
+            raise ConfigError(
+                f"privacy secagg with {self.clients_per_round} client a round: a sum of one "
+                "update is that update; SecAgg+ needs at least 2 clients a round"
+            )
+        self._check_strategy_fits()
+        for setting in (s for s in SETTINGS if s.choices):
+            if getattr(self, setting.name) not in setting.choices:
+                raise ConfigError(
+                    f"{setting.name} must be one of {', '.join(setting.choices)}, "
+                    f"got {getattr(self, setting.name)!r}"
+                )
         self._resolve_exclusions()
 
     def _check_numbers(self) -> None:
@@ -301,7 +317,7 @@ class ExperimentConfig:
 
     @property
     def privacy_kind(self) -> str:
-        """ "off", "server" or "client"."""
+        """ "off", "server" or "client" (central DP), "local" (local DP) or "secagg"."""
         return self.privacy_spec.name
 
     @property

@@ -22,17 +22,21 @@ from typing import Any
 from fedcore.experiment import results_file
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results_file import (
+    CLIENT,
     CLIENT_DIGIT_COUNTS,
     CLIENTS,
     CONFUSION,
     COUNTS,
+    DECIBELS,
     DIGITS,
     EPSILON,
     FRACTIONS,
+    IMAGE,
     PER_CLIENT,
     PER_DIGIT_COUNTS,
     PER_DIGIT_FRACTIONS,
     SECONDS,
+    SIMILARITY,
     SUBSET_FRACTIONS,
     ResultsError,
 )
@@ -116,6 +120,31 @@ class RoundResult:
 
 
 @dataclass(frozen=True)
+class ClientLeakage:
+    """What a curious server learned from one client's first update (the `leakage`
+    setting; `fedcore.privacy.curious_server`), beside the truth it is scored on.
+    The inferred fields are None where the server saw no update of this client's own
+    (SecAgg+ shows it only the sum); the image fields also where the model allows no
+    reconstruction, or none resembled an image of the client's."""
+
+    client: int = field(metadata=CLIENT.metadata())
+    round: int = field(metadata=COUNTS.metadata())  # the round of the update attacked; 0: none
+    # the digits it holds no training image of, and the server's guess from its update
+    true_missing: list[int] = field(metadata=DIGITS.metadata())
+    inferred_missing: list[int] | None = field(metadata=DIGITS.metadata())
+    # its training images per digit in the round attacked, and the server's estimate
+    label_counts: list[int] = field(metadata=PER_DIGIT_COUNTS.metadata())
+    label_counts_inferred: list[int] | None = field(metadata=PER_DIGIT_COUNTS.metadata())
+    # the best reconstruction against the client's images of that round: its PSNR and
+    # SSIM, the method that made it ("analytic" or "optimisation"), both images (0-255)
+    psnr_db: float | None = field(metadata=DECIBELS.metadata())
+    ssim: float | None = field(metadata=SIMILARITY.metadata())
+    method: str | None = None
+    reconstruction: list[int] | None = field(default=None, metadata=IMAGE.metadata())
+    matched: list[int] | None = field(default=None, metadata=IMAGE.metadata())
+
+
+@dataclass(frozen=True)
 class FederatedResult:
     history: list[RoundResult]
     accuracy: float = field(metadata=FRACTIONS.metadata())
@@ -127,6 +156,8 @@ class FederatedResult:
     rounds_to_target: int | None = None
     # a backdoor attack only: the last round's attack success (see `RoundResult`)
     attack_success: float | None = field(default=None, metadata=FRACTIONS.metadata())
+    # the `leakage` setting only: what the curious server learned of each client
+    leakage: list[ClientLeakage] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,7 +165,10 @@ class FederatedResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FederatedResult:
         history = [RoundResult(**row) for row in data["history"]]
-        return cls(**(data | {"history": history}))
+        leakage = data.get("leakage")
+        if leakage is not None:
+            leakage = [ClientLeakage(**client) for client in leakage]
+        return cls(**(data | {"history": history, "leakage": leakage}))
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,22 @@ def _distinct(values: list[Any]) -> str | None:
     return None if len(set(values)) == len(values) else "repeats a value"
 
 
+def _decibels(value: float) -> str | None:
+    return None if 0 <= value <= 100 else f"{value!r} is not a PSNR in [0, 100] dB"
+
+
+def _similarity(value: float) -> str | None:
+    return None if -1 <= value <= 1 else f"{value!r} is not an SSIM in [-1, 1]"
+
+
+def _pixel(value: float) -> str | None:
+    return None if 0 <= value <= 255 else f"{value!r} is not a pixel value 0-255"
+
+
+def _image(values: list[Any]) -> str | None:
+    return None if len(values) == 784 else f"{len(values)} pixels, not a 28x28 image (784)"
+
+
 FRACTIONS = Rule(number=_fraction)
 COUNTS = Rule(number=_count)
 SECONDS = Rule(number=_seconds)
@@ -131,9 +147,13 @@ PER_DIGIT_FRACTIONS = Rule(number=_fraction, whole=_per_digit)
 PER_DIGIT_COUNTS = Rule(number=_count, whole=_per_digit)
 SUBSET_FRACTIONS = Rule(number=_fraction, key=_subset_key)
 PER_CLIENT = Rule(key=_client_key)
+CLIENT = Rule(number=_client_number)
 CLIENTS = Rule(number=_client_number, whole=_distinct)
 CONFUSION = Rule(number=_count, whole=_confusion)
 CLIENT_DIGIT_COUNTS = Rule(number=_count, whole=_rows_of(10))
+DECIBELS = Rule(number=_decibels)
+SIMILARITY = Rule(number=_similarity)
+IMAGE = Rule(number=_pixel, whole=_image)
 
 
 # ------------------------------------------------------------ reading a file
@@ -371,6 +391,28 @@ def _check_history(federated: Any, config: ExperimentConfig) -> None:
     reached = federated.rounds_to_target
     if reached is not None and not 1 <= reached <= config.num_rounds:
         raise Problem("federated.rounds_to_target", f"{reached!r} is not one of the rounds")
+    if (federated.leakage is None) != (config.leakage == "off"):
+        raise Problem("federated.leakage", "given only with the leakage setting")
+    if federated.leakage is not None:
+        _check_leakage(federated.leakage, config)
+
+
+def _check_leakage(leakage: list[Any], config: ExperimentConfig) -> None:
+    """One entry per client, in order; an attacked update of one of the rounds, an
+    unseen one (round 0) with nothing inferred; images only with their scores."""
+    _length(leakage, config.num_clients, "federated.leakage", "clients")
+    for index, entry in enumerate(leakage):
+        where = f"federated.leakage[{index}]"
+        if entry.client != index + 1:
+            raise Problem(f"{where}.client", f"{entry.client!r}, not client {index + 1}")
+        if not 0 <= entry.round <= config.num_rounds:
+            raise Problem(f"{where}.round", f"{entry.round!r} is not one of the rounds")
+        if (entry.round == 0) != (entry.inferred_missing is None):
+            raise Problem(f"{where}.inferred_missing", "given only for an update attacked")
+        if (entry.reconstruction is None) != (entry.psnr_db is None) or (entry.matched is None) != (
+            entry.psnr_db is None
+        ):
+            raise Problem(f"{where}.reconstruction", "given only with its PSNR, and its match")
 
 
 def _subsets(result: Any) -> set[str]:

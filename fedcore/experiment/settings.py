@@ -68,9 +68,12 @@ SETTINGS: tuple[Setting, ...] = (
             "fedadagrad:eta=0.1,tau=0.001, fedmedian, fedtrimmedavg:beta=0.2, krum:f=0, "
             "multikrum:f=0,m=1 (parameters left out take these values)", control="own"),
     Setting("privacy", str, "off", "privacy", "--privacy", "Differential privacy",
-            "off, or Flower's fixed-clipping DP wrapper with its accountant: "
-            "server:noise=1,clip=1,delta=1e-05 (the server clips every update) or "
-            "client:noise=1,clip=1,delta=1e-05 (each client clips its own); fedavg or fedprox",
+            "off; central DP, Flower's fixed-clipping DP wrapper with its accountant (fedavg "
+            "or fedprox): server:noise=1,clip=1,delta=1e-05 (the server clips every update) or "
+            "client:noise=1,clip=1,delta=1e-05 (each client clips its own); local DP, Flower's "
+            "LocalDpMod: local:epsilon=10,clip=1,delta=1e-05 (each client clips its update and "
+            "adds Gaussian noise before sending it); secagg (Flower's SecAgg+: the server sees "
+            "only the sum of the updates; fedavg)",
             control="own"),
     Setting("attack", str, "none", "attack", "--attack", "Attack",
             "what the attacking clients send: none, label-flip (it trains on labels 9 - y), "
@@ -82,6 +85,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("attackers", str, "0", "attackers", "--attackers", "Attackers",
             "which clients attack: K (clients 1..K) or their numbers (e.g. '2,5,7'; one client: "
             "'4,'); 0 with no attack", control="own"),
+    Setting("leakage", str, "off", "leakage", "--leakage", "What the server learns",
+            "the curious server's attacks on each client's first update: off; analytic (which "
+            "digits it holds, and how many, from the output layer; its images from the first "
+            "layer); optimise (also an optimisation attack in the style of DLG: small batches "
+            "and few local steps only)", control="own", choices=("off", "analytic", "optimise")),
     Setting("num_rounds", int, 3, "num-server-rounds", "--rounds", "Federated rounds",
             "federated rounds", 1, 1000, control="slider", app_high=50),
     Setting("local_epochs", int, 10, "local-epochs", "--epochs", "Local epochs",
@@ -89,6 +97,10 @@ SETTINGS: tuple[Setting, ...] = (
             control="slider"),
     Setting("batch_size", int, 64, "batch-size", "--batch-size", "Batch size",
             "SGD batch size", 1, 60_000, step=1),
+    Setting("local_steps", int, 0, "local-steps", "--local-steps", "Local steps",
+            "0: each client trains on all its images; N > 0: on N batches of them (N x "
+            "batch-size images) drawn afresh each round, so a round is N x local-epochs SGD "
+            "steps (what the privacy chapter's attacks read from)", 0, 10_000, step=1),
     Setting("learning_rate", float, 0.01, "learning-rate", "--lr", "Learning rate",
             "SGD learning rate", 0.0, 10.0, low_open=True, step=0.0001),
     Setting("momentum", float, 0.9, "momentum", "--momentum", "Momentum",

@@ -173,7 +173,10 @@ PRIVACY: dict[str, dict[str, float]] = {
     "off": {},
     "server": {"noise": 1.0, "clip": 1.0, "delta": 1e-5},
     "client": {"noise": 1.0, "clip": 1.0, "delta": 1e-5},
+    "local": {"epsilon": 10.0, "clip": 1.0, "delta": 1e-5},
+    "secagg": {},
 }
+CENTRAL_DP = ("server", "client")  # Flower's fixed-clipping wrappers, with their accountant
 # attack -> its parameters and their defaults (`fedcore.learning.attacks` says what each does)
 ATTACKS: dict[str, dict[str, float]] = {
     "none": {},
@@ -197,6 +200,7 @@ PARAMETER_RULES: dict[str, tuple[Any, str]] = {
     "noise": (lambda v: v > 0, "> 0"),
     "clip": (lambda v: v > 0, "> 0"),
     "delta": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "epsilon": (lambda v: v > 0, "> 0"),
     "scale": (lambda v: v > 0, "> 0"),
     "std": (lambda v: v > 0, "> 0"),
     "factor": (lambda v: v > 0, "> 0"),
@@ -265,6 +269,37 @@ def parse_privacy(text: str) -> Spec:
     parameters left out take their defaults."""
     name, values = parse_spec(text, PRIVACY, "privacy")
     return Spec(name, tuple(values.items()))
+
+
+# The privacy command's `--defense` names (the privacy chapter's words) -> the privacy
+# setting's: the same Flower components under the names the chapter compares them by.
+DEFENSES = {"none": "off", "secagg": "secagg", "local-dp": "local", "central-dp": "server"}
+
+
+def parse_defense(text: str) -> Spec:
+    """`"central-dp:noise=0.5"` -> the privacy setting `server:noise=0.5,clip=1,delta=1e-05`;
+    `"none"` -> `off`. Parameters as the privacy setting takes them."""
+    name, colon, given = str(text).strip().partition(":")
+    name = name.strip().lower()
+    if name not in DEFENSES:
+        raise ConfigError(
+            f"defense {text!r}: unknown defense {name!r} (known: "
+            "none, secagg, local-dp:epsilon=E,clip=C,delta=D, central-dp:noise=N,clip=C,delta=D)"
+        )
+    try:
+        return parse_privacy(DEFENSES[name] + colon + given)
+    except ConfigError as error:
+        why = str(error).partition(": ")[2].replace(f"{DEFENSES[name]} takes", f"{name} takes")
+        raise ConfigError(f"defense {text!r}: {why}") from None
+
+
+def defense_name(privacy: Spec) -> str:
+    """The privacy setting under the chapter's name: `server:noise=1,...` -> `central-dp:...`;
+    Flower's client-side clipping variant of central DP is `central-dp (client clipping)`."""
+    if privacy.name == "client":
+        return str(privacy).replace("client", "central-dp (client clipping)", 1)
+    named = {value: key for key, value in DEFENSES.items()}[privacy.name]
+    return str(privacy).replace(privacy.name, named, 1)
 
 
 def parse_attack(text: str) -> Spec:

@@ -13,13 +13,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import LocalDpMod
 
 from fedcore.data.mnist import MnistData, load_mnist
 from fedcore.data.partition import ClientPartition, partition_clients
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.flower.run_config import experiment_config
+from fedcore.flower.secure_aggregation import secagg_mod
 from fedcore.flower.strategies import DROPOUT_REASON, UNIFORM_WEIGHT
 from fedcore.learning.attacks import is_attacker
 from fedcore.learning.local import drops_out, train_on_partition
@@ -136,15 +139,43 @@ def clipping_mod(
     return call_next(msg, context)
 
 
+def local_dp_mod(
+    msg: Message, context: Context, call_next: Callable[[Message, Context], Message]
+) -> Message:
+    """Flower's `LocalDpMod` when the run's privacy is `local:epsilon=E,clip=C,delta=D`;
+    the message untouched otherwise. The mod is built per message because the run
+    config comes with each message (the ClientApp is built before it is known).
+    Its noise std is the classical Gaussian mechanism's, which Dwork and Roth prove
+    (epsilon, delta)-DP for epsilon < 1 only."""
+    config = experiment_config(context.run_config)
+    if config.privacy_kind != "local":
+        return call_next(msg, context)
+    p = config.privacy_parameters
+    # LocalDpMod clips the update to L2 norm C, so any update it releases lies in a
+    # ball of radius C, and two of them, from any two data sets of this client, differ
+    # by at most 2C: that is the sensitivity. (C is that of a sum that gains or loses
+    # one client's update, central DP's case; here nothing is summed yet.)
+    dp = LocalDpMod(
+        clipping_norm=p["clip"], sensitivity=2 * p["clip"], epsilon=p["epsilon"], delta=p["delta"]
+    )
+    # LocalDpMod draws its noise from NumPy's global generator. The engine's workers
+    # are forked with one state of it, so two clients would add the same noise, and
+    # a seeded one the server could draw again: fresh OS entropy for every message.
+    np.random.seed()
+    return dp(msg, context, call_next)
+
+
 def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     """The ClientApp; with `run_config`, for the engine's workers.
 
     Flower's in-memory runtime (which the engine runs, as Flower's Python
     simulation API does) hands ClientApps an empty run config, so the engine
     passes the experiment's run config here and a mod puts it where
-    `flwr run .` would have.
+    `flwr run .` would have. `secagg_mod` comes first: under SecAgg+ it turns the
+    legacy records into the plain message the other mods and the handler read.
     """
-    mods = [clipping_mod] if run_config is None else [with_run_config(run_config), clipping_mod]
+    privacy = [secagg_mod, clipping_mod, local_dp_mod]
+    mods = privacy if run_config is None else [with_run_config(run_config), *privacy]
     client_app = ClientApp(mods=mods)
     client_app.train()(train_handler)
     return client_app

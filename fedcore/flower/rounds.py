@@ -10,6 +10,7 @@ events for a UI.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -25,10 +26,12 @@ from fedcore.data.partition import missing_subsets, partition_clients
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.progress import FederatedRunError, Progress, ProgressCallback
 from fedcore.experiment.results import FederatedResult, RoundResult
+from fedcore.flower.secure_aggregation import run_secure_aggregation, training_replies
 from fedcore.flower.strategies import RoundLog, RunLog, build_strategy, client_of, failure_reason
 from fedcore.learning.attacks import stamp_trigger
 from fedcore.learning.evaluation import Evaluation, backdoor_success, digit_accuracy, evaluate
 from fedcore.learning.models import build_model
+from fedcore.privacy.curious_server import CuriousServer
 
 REPLY_POLL_SECONDS = 0.05
 ROUND_TIMEOUT_SECONDS = 3600.0
@@ -44,11 +47,16 @@ class ReportingGrid:
     """
 
     def __init__(
-        self, grid: Grid, on_reply: Callable[[Message], None], stop: threading.Event
+        self,
+        grid: Grid,
+        on_reply: Callable[[Message], None],
+        stop: threading.Event,
+        observe: Callable[[Message, Message], None] | None = None,
     ) -> None:
         self._grid = grid
         self._on_reply = on_reply
         self._stop = stop
+        self._observe = observe  # (the message sent, its reply): what the server sees
         # an in-memory grid says how often it is worth asking; a remote one is asked less
         self._poll = min(REPLY_POLL_SECONDS, getattr(grid, "pull_interval", REPLY_POLL_SECONDS))
 
@@ -71,7 +79,8 @@ class ReportingGrid:
         messages = list(messages)
         sent = list(self._grid.push_messages(messages))
         names = self._node_names()
-        to = {i: names.get(m.metadata.dst_node_id) for i, m in zip(sent, messages, strict=False)}
+        by_id = dict(zip(sent, messages, strict=False))
+        to = {i: names.get(m.metadata.dst_node_id) for i, m in by_id.items()}
         pending = set(sent)
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
@@ -83,6 +92,8 @@ class ReportingGrid:
                 name_the_node(reply, to.get(reply.metadata.reply_to_message_id) or "")
                 replies.append(reply)
                 self._on_reply(reply)
+                if self._observe is not None and not reply.has_error():
+                    self._observe(by_id[reply.metadata.reply_to_message_id], reply)
             if pending:
                 time.sleep(self._poll)
         return replies
@@ -205,7 +216,8 @@ class GlobalEvaluation:
     def __init__(self, config: ExperimentConfig, recorder: RoundRecorder) -> None:
         self.config, self.recorder = config, recorder
         self.data = load_mnist(config)
-        self.subsets = missing_subsets(partition_clients(self.data.train_y, config))
+        self.partitions = partition_clients(self.data.train_y, config)
+        self.subsets = missing_subsets(self.partitions)
         self.model = build_model(config.seed, config.model)
         self.target, self.triggered_x = None, None
         if config.attack_name == "backdoor":
@@ -229,11 +241,15 @@ def run_federated(
     config: ExperimentConfig,
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    observe: Callable[[Message, Message], None] | None = None,
 ) -> FederatedResult:
     """The config's strategy for `config.num_rounds` rounds; evaluate the global model
-    before the first round and after each.
+    before the first round and after each. Privacy `secagg` runs Flower's SecAgg+
+    workflow instead (`fedcore.flower.secure_aggregation`).
 
     Setting `stop` makes a round that is waiting for replies give up at once.
+    `observe(sent, reply)` sees every reply as the ServerApp receives it; so does the
+    curious server of the `leakage` setting, whose findings the result then holds.
     """
     stop = stop or threading.Event()
     wait_for_supernodes(grid, config.num_clients, stop)
@@ -241,12 +257,29 @@ def run_federated(
     np.random.seed(config.seed)  # and its DP wrappers draw their noise from NumPy's
     recorder = RoundRecorder(config, on_progress)
     evaluation = GlobalEvaluation(config, recorder)
-    build_strategy(config, recorder.log).start(
-        grid=ReportingGrid(grid, recorder.on_reply, stop),
-        initial_arrays=ArrayRecord(build_model(config.seed, config.model).state_dict()),
-        num_rounds=config.num_rounds,
-        timeout=ROUND_TIMEOUT_SECONDS,
-        train_config=ConfigRecord(),
-        evaluate_fn=evaluation,
-    )
-    return recorder.result()
+    initial = ArrayRecord(build_model(config.seed, config.model).state_dict())
+    curious = None
+    if config.leakage != "off":
+        curious = CuriousServer(config, evaluation.data, evaluation.partitions, stop)
+    watchers = [w for w in (observe, curious and curious.observe) if w is not None]
+
+    def watch(sent: Message, reply: Message) -> None:
+        for watcher in watchers:
+            watcher(sent, reply)
+
+    if config.privacy_kind == "secagg":
+        secure = ReportingGrid(grid, training_replies(recorder.on_reply), stop, watch)
+        run_secure_aggregation(
+            secure, config, initial, evaluation, recorder.log, ROUND_TIMEOUT_SECONDS
+        )
+    else:
+        build_strategy(config, recorder.log).start(
+            grid=ReportingGrid(grid, recorder.on_reply, stop, watch),
+            initial_arrays=initial,
+            num_rounds=config.num_rounds,
+            timeout=ROUND_TIMEOUT_SECONDS,
+            train_config=ConfigRecord(),
+            evaluate_fn=evaluation,
+        )
+    result = recorder.result()
+    return result if curious is None else dataclasses.replace(result, leakage=curious.leakage())

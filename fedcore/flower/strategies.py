@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.progress import FederatedRunError
+from fedcore.experiment.specs import CENTRAL_DP
 
 UNIFORM_WEIGHT = "uniform-weight"  # every client weighs 1: what Flower's DP accountant needs
 DROPOUT_REASON = "dropped out"  # in the reason of a client that the dropout setting silenced
@@ -59,7 +60,7 @@ def flower_strategy(config: ExperimentConfig) -> Strategy:
         "min_train_nodes": config.min_train_clients,
         "min_available_nodes": config.num_clients,
     }
-    if config.privacy_kind != "off":
+    if config.privacy_kind in CENTRAL_DP:
         common["weighted_by_key"] = UNIFORM_WEIGHT
     name = config.strategy_name
     if name == "fedavg":
@@ -90,8 +91,9 @@ def flower_strategy(config: ExperimentConfig) -> Strategy:
 
 def with_privacy(strategy: Strategy, config: ExperimentConfig) -> Strategy:
     """Flower's fixed-clipping DP wrapper around `strategy`, with its RDP accountant
-    (no sampling amplification: every round counts in full)."""
-    if config.privacy_kind == "off":
+    (no sampling amplification: every round counts in full), for central DP only: local
+    DP is the clients' own mod, and SecAgg+ a workflow of its own."""
+    if config.privacy_kind not in CENTRAL_DP:
         return strategy
     from flwr.supercore.privacy_accounting import (
         NeighboringRelation,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from fedcore.data.mnist import MnistData
@@ -23,6 +24,20 @@ ClientEpochCallback = Callable[[int, int, float], None]
 def batch_order_seed(seed: int, client: int, server_round: int) -> int:
     """Each client and round shuffles differently, reproducibly (isolated = round 1)."""
     return seed + 1000 * server_round + client
+
+
+def round_sample(
+    size: int, config: ExperimentConfig, client: int, server_round: int
+) -> slice | torch.Tensor:
+    """Which of the client's `size` images it trains on in this round: all of them, or
+    with `local_steps` N, N x batch-size drawn afresh (seeded; a partition smaller than
+    that is drawn through more than once)."""
+    if not config.local_steps:
+        return slice(None)
+    wanted = config.local_steps * config.batch_size
+    generator = torch.Generator().manual_seed(batch_order_seed(config.seed, client, server_round))
+    draws = [torch.randperm(size, generator=generator) for _ in range(-(-wanted // size))]
+    return torch.cat(draws)[:wanted]
 
 
 def drops_out(config: ExperimentConfig, client: int, server_round: int) -> bool:
@@ -47,7 +62,9 @@ def train_on_partition(
     `proximal_mu`: FedProx's proximal term (the server sends it). `attacking`: the
     client is one of the config's attackers, and the model ends as the weights its
     attack sends (`fedcore.learning.attacks`)."""
-    x, y = data.train_x[partition.indices], data.train_y[partition.indices]
+    chosen = round_sample(partition.size, config, partition.client, server_round)
+    indices = partition.indices[chosen]
+    x, y = data.train_x[indices], data.train_y[indices]
     if attacking:
         generator = attack_generator(config, partition.client, server_round)
         start = {key: value.clone() for key, value in model.state_dict().items()}

@@ -127,6 +127,47 @@ def sample_digits_chart(pixels: pd.DataFrame) -> alt.FacetChart:
     )
 
 
+def reconstruction_chart(pixels: pd.DataFrame) -> alt.FacetChart:
+    """Per client, the image the server reconstructed from its update beside the real
+    training image it matches best, from `tables.reconstructions`."""
+    return (
+        alt.Chart(pixels)
+        .mark_rect()
+        .encode(
+            x=alt.X("col:O", axis=None, scale=alt.Scale(domain=list(range(28)))),
+            y=alt.Y("row:O", axis=None, scale=alt.Scale(domain=list(range(28)))),
+            color=alt.Color("ink:Q", scale=alt.Scale(scheme="greys", domain=[0, 1]), legend=None),
+            tooltip=["client:N", "image:N"],
+        )
+        .properties(width=84, height=84)
+        .facet(
+            row=alt.Row("client:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+            column=alt.Column("image:N", title=None, sort="descending"),
+        )
+        .properties(title="What the server rebuilt from each client's update")
+    )
+
+
+def leakage_counts_chart(counts: pd.DataFrame) -> alt.FacetChart:
+    """Each client's images per digit against the server's estimate from its update,
+    from `tables.leakage_counts`: a digit with no real bar is one the client lacks."""
+    colors = alt.Scale(domain=["real", "inferred"], range=["#bab0ac", MISSING_COLOR])
+    return (
+        alt.Chart(counts)
+        .mark_bar()
+        .encode(
+            x=alt.X("digit:O", title="digit", axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("kind:N", sort=["real", "inferred"]),
+            y=alt.Y("images:Q", title="images"),
+            color=alt.Color("kind:N", title=None, scale=colors),
+            tooltip=["client:N", "digit:O", "kind:N", "images:Q"],
+        )
+        .properties(width=220, height=120)
+        .facet(column=alt.Column("client:N", title=None))
+        .properties(title="Images per digit: the client's, and the server's guess from its update")
+    )
+
+
 def loss_chart(losses: pd.DataFrame, num_clients: int, title: str) -> alt.Chart:
     return (
         alt.Chart(losses, title=title)

@@ -12,13 +12,15 @@ from fedcore.data.partition import ClientPartition, client_label_counts
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results import (
     CentralizedResult,
+    ClientLeakage,
     ClientResult,
     ExperimentResult,
     FederatedResult,
     RoundResult,
 )
 from fedcore.experiment.settings import BY_NAME, SETTINGS
-from fedcore.experiment.specs import format_digits
+from fedcore.experiment.specs import defense_name, format_digits
+from fedcore.privacy.summary import epsilon_spent, leakage_scores
 from fedcore.report.labels import (  # the labels, also read from here (`tables.FEDERATED`)
     ALL_DIGITS,
     CENTRALIZED,
@@ -435,6 +437,93 @@ def privacy_spent(rounds: Sequence[RoundResult]) -> pd.DataFrame:
     )
 
 
+def _digits_or_unseen(digits: Sequence[int] | None) -> str:
+    return "(not seen)" if digits is None else format_digits(digits) or "none"
+
+
+def leakage(clients: Sequence[ClientLeakage]) -> pd.DataFrame:
+    """One row per client: the digits it lacks, those the curious server says it lacks
+    from its update, whether they agree, and the best reconstruction's scores."""
+    return pd.DataFrame(
+        [
+            {
+                "client": client_name(c.client),
+                "holds no": _digits_or_unseen(c.true_missing),
+                "the server infers no": _digits_or_unseen(c.inferred_missing),
+                "named exactly": "-" if c.inferred_missing is None else
+                ("yes" if c.inferred_missing == c.true_missing else "no"),
+                "images": sum(c.label_counts),
+                "best PSNR (dB)": None if c.psnr_db is None else round(c.psnr_db, 1),
+                "SSIM": None if c.ssim is None else round(c.ssim, 2),
+            }
+            for c in clients
+        ]
+    )  # fmt: skip
+
+
+def leakage_counts(clients: Sequence[ClientLeakage]) -> pd.DataFrame:
+    """`client, digit, images, kind`: each client's images per digit in the round
+    attacked (`kind` "real") and the server's estimate ("inferred"), where it made one."""
+    rows = []
+    for c in clients:
+        for kind, counts in (("real", c.label_counts), ("inferred", c.label_counts_inferred)):
+            for digit, count in enumerate(counts or []):
+                rows.append({"client": client_name(c.client), "digit": digit, "images": count,
+                             "kind": kind})  # fmt: skip
+    return pd.DataFrame(rows, columns=["client", "digit", "images", "kind"])
+
+
+RECONSTRUCTED, MATCHED = "reconstructed from the update", "the client's image it matches"
+
+
+def reconstructions(clients: Sequence[ClientLeakage]) -> pd.DataFrame:
+    """`client, image, row, col, ink`: each client's best reconstruction and the real
+    training image it is closest to, pixel by pixel (ink in [0, 1])."""
+    rows, cols = (t.flatten().tolist() for t in torch.meshgrid(
+        torch.arange(28), torch.arange(28), indexing="ij"))  # fmt: skip
+    frames = [
+        pd.DataFrame(
+            {
+                "client": client_name(c.client),
+                "image": image,
+                "row": rows,
+                "col": cols,
+                "ink": [value / 255 for value in pixels],
+            }
+        )  # fmt: skip
+        for c in clients
+        if c.reconstruction is not None and c.matched is not None
+        for image, pixels in ((RECONSTRUCTED, c.reconstruction), (MATCHED, c.matched))
+    ]
+    columns = ["client", "image", "row", "col", "ink"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def defenses(runs: Iterable[tuple[str, ExperimentResult]]) -> pd.DataFrame:
+    """One row per run with the curious server's attack: its defense and local training,
+    the global model's accuracy, the epsilon, and what the server learned."""
+    rows = []
+    for name, result in runs:
+        config, federated = result.config, result.federated
+        if federated is None or federated.leakage is None:
+            continue
+        scores = leakage_scores(federated)
+        epsilon, _ = epsilon_spent(config, federated)
+        rows.append({
+            "run": name,
+            "defense": defense_name(config.privacy_spec),
+            "batch": config.batch_size,
+            "images a round": config.local_steps * config.batch_size or "all",
+            "epochs": config.local_epochs,
+            "accuracy": percent(federated.accuracy),
+            "epsilon": "-" if epsilon is None else f"{epsilon:.3g}",
+            "missing digits named": f"{scores['missing_named']} of {len(federated.leakage)}",
+            "best PSNR (dB)": "-" if scores["best_psnr_db"] is None
+            else f"{scores['best_psnr_db']:.1f}",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def trust(rounds: Sequence[RoundResult], attackers: Sequence[int]) -> pd.DataFrame:
     """`round, client, role, kept`: per round, each client that sent an update, whether
     it is an attacker (`role`) and whether the rule aggregated its update (`kept`:
@@ -570,6 +659,9 @@ def run_label(config: ExperimentConfig) -> str:
         config.strategy if config.strategy != "fedavg" else "",
         f"privacy {config.privacy}" if config.privacy_kind != "off" else "",
         f"dropout {config.dropout:g}" if config.dropout else "",
+        f"batch {config.batch_size}" if config.batch_size != BY_NAME["batch_size"].default else "",
+        f"{config.local_steps} batches a round" if config.local_steps else "",
+        f"leakage {config.leakage}" if config.leakage != "off" else "",
     ]
     return ", ".join(
         [config.split, f"{config.num_clients} clients", config.model, f"{rounds} of {epochs}"]

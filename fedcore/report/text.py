@@ -84,6 +84,31 @@ def attack_lines(config: ExperimentConfig, federated: FederatedResult) -> list[s
     return lines
 
 
+def digits_text(digits: Sequence[int] | None) -> str:
+    if digits is None:
+        return "nothing (it saw no update of this client's own)"
+    return ",".join(map(str, digits)) or "none"
+
+
+def leakage_lines(config: ExperimentConfig, federated: FederatedResult) -> list[str]:
+    """What the curious server concluded from each client's first update, against the
+    truth; nothing without the leakage setting."""
+    if federated.leakage is None:
+        return []
+    lines = [f"what the server learned (leakage {config.leakage}, privacy {config.privacy}):"]
+    for c in federated.leakage:
+        image = (
+            f"best reconstruction {c.psnr_db:.1f} dB PSNR, SSIM {c.ssim:.2f} ({c.method})"
+            if c.psnr_db is not None and c.ssim is not None
+            else "no reconstruction"
+        )
+        lines.append(
+            f"  client {c.client}: holds no {digits_text(c.true_missing)}; the server infers "
+            f"no {digits_text(c.inferred_missing)}; {image}"
+        )
+    return lines
+
+
 def format_table(result: ExperimentResult) -> str:
     """A short text table: one row per model, one column per test set; then the
     federated model's rounds, the models that diverged, the settings and the time taken."""
@@ -98,6 +123,7 @@ def format_table(result: ExperimentResult) -> str:
             + (str(reached) if reached is not None else f"not reached in {config.num_rounds}")
         )
         lines += attack_lines(config, federated)
+        lines += leakage_lines(config, federated)
         lines += [f"failure: {failure}" for failure in federated.failures]
     if result.diverged:
         lines += [f"warning: {line}" for line in result.diverged]
