@@ -429,7 +429,8 @@ def _(chapter_controls, chapter_run_button):
             ),
             views.row(_c["batch_size"], _c["local_steps"], _c["local_epochs"], _c["leakage"]),
             views.row(
-                _c["defense"], _c["parameters"][_defense] if _defense in _c["parameters"] else None  # noqa: SIM401
+                _c["defense"],
+                _c["parameters"][_defense] if _defense in _c["parameters"] else None,  # noqa: SIM401
             ),  # fmt: skip
             mo.accordion(
                 {
