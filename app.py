@@ -400,9 +400,11 @@ def _(story_result):
     mo.vstack(
         [
             mo.md(
-                "### In the story's run\n\nThe server named every hospital's missing digits "
-                "from its first update, if the table says *yes*. At batch 64 over 20,000 images, "
-                "the images it rebuilt are blurs: many images mixed in many steps."
+                "### In the story's run\n\nWhat the server concluded from each hospital's "
+                "first update (*named exactly*: the digits it says are missing are those none "
+                "of the images it trained on shows). At batch 64 over its 14,000 images most "
+                "first-layer rows mix many images; a unit that only one image ever switched on "
+                "gives that image back."
             ),
             *views.leakage_views(story_result),
         ]
@@ -425,7 +427,7 @@ def _(chapter_controls, chapter_run_button):
         views.shown(
             mo.md(
                 "### Try it\n\nSmaller batches and fewer steps give more away; a defense "
-                "hides it, at a cost. Each run is the story's split, 3 rounds."
+                "hides it, at a cost. Each run is the story's split and clients."
             ),
             views.row(_c["batch_size"], _c["local_steps"], _c["local_epochs"], _c["leakage"]),
             views.row(
@@ -446,10 +448,12 @@ def _(chapter_controls, chapter_run_button):
 
 
 @app.cell(hide_code=True)
-def _(chapter_controls, split_config, visitor):
+def _(chapter_controls, defaults, split_config, visitor):
     mo.stop(split_config is None)
     try:
-        chapter_config = chapter_config_from_controls(split_config, chapter_controls.value)
+        chapter_config = chapter_config_from_controls(
+            split_config, chapter_controls.value, defaults.num_rounds
+        )
     except ConfigError as _error:
         chapter_config, _message = None, views.refusal(_error, "These settings")
     else:

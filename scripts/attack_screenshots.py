@@ -6,29 +6,20 @@ Opens the lab with its settings in the page's address (10 IID clients, 4 rounds
 of 1 epoch, MultiKrum f=3 m=5, clients 2, 5 and 9 sending backdoored updates),
 presses "Run the lab", and saves the lab's settings and its "Inside the rounds"
 views (whom the rule trusted, accuracy and backdoor success per round) as
-`lab-attack-settings.png` and `lab-attack-rounds.png` (the whole cell). The server runs in a
-process group of its own, stopped by its id at the end, also on failure.
+`lab-attack-settings.png` and `lab-attack-rounds.png` (the whole cell).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+from served_app import CHROMIUM_ARGS, served_app
 
-from fedcore.deploy.network import free_port, wait_until_listening
-
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]  # fmt: skip
 LAB = ("num-clients=10&split=iid&num-server-rounds=4&local-epochs=1"
        "&strategy=multikrum:f=3,m=5&attack=backdoor:target=0&attackers=2,5,9")  # fmt: skip
 LONG = 900_000  # ms
@@ -43,43 +34,29 @@ def main() -> int:
         parser.error("--data-dir (or FEDCORE_DATA_DIR) names the folder of the MNIST files")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    with tempfile.TemporaryDirectory() as cache:
-        env = os.environ | {"FEDCORE_DATA_DIR": args.data_dir, "FEDCORE_CACHE_DIR": cache}
-        server = subprocess.Popen(
-            [str(Path(sys.executable).parent / "marimo"), "run", "app.py", "--headless",
-             "--no-token", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            process_group=0,
-        )  # fmt: skip
-        try:
-            alive = lambda: server.poll() is None  # noqa: E731
-            wait_until_listening(
-                None, port, alive, time.monotonic() + 120, what="the marimo server"
-            )
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-                )
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(f"http://127.0.0.1:{port}/?{LAB}", wait_until="commit")
-                settings = page.get_by_role("heading", name="The lab's settings")
-                settings.wait_for(timeout=LONG)
-                page.get_by_role("button", name="Run the lab").click()
-                rounds = page.get_by_role("heading", name="Inside the rounds")
-                rounds.wait_for(timeout=LONG)
-                settings.evaluate("e => e.scrollIntoView()")
-                page.wait_for_timeout(3000)  # the charts paint
-                page.screenshot(path=str(out / "lab-attack-settings.png"))
-                cell = page.locator("[data-cell-name]").filter(has=rounds).last
-                cell.evaluate("e => e.scrollIntoView()")
-                page.wait_for_timeout(3000)
-                cell.screenshot(path=str(out / "lab-attack-rounds.png"))
-                browser.close()
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGTERM)
-            server.wait()
+    with (
+        tempfile.TemporaryDirectory() as cache,
+        served_app(args.data_dir, cache) as url,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}?{LAB}", wait_until="commit")
+        settings = page.get_by_role("heading", name="The lab's settings")
+        settings.wait_for(timeout=LONG)
+        page.get_by_role("button", name="Run the lab").click()
+        rounds = page.get_by_role("heading", name="Inside the rounds")
+        rounds.wait_for(timeout=LONG)
+        settings.evaluate("e => e.scrollIntoView()")
+        page.wait_for_timeout(3000)  # the charts paint
+        page.screenshot(path=str(out / "lab-attack-settings.png"))
+        cell = page.locator("[data-cell-name]").filter(has=rounds).last
+        cell.evaluate("e => e.scrollIntoView()")
+        page.wait_for_timeout(3000)
+        cell.screenshot(path=str(out / "lab-attack-rounds.png"))
+        browser.close()
     print(f"screenshots in {out}/: lab-attack-settings.png, lab-attack-rounds.png")
     return 0
 

@@ -12,6 +12,7 @@ from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results import ExperimentResult, ResultsError
 from fedcore.experiment.specs import ConfigError, defense_name, parse_defense
 from fedcore.learning.local import round_sample
+from fedcore.privacy.summary import named_exactly
 
 from .conftest import REPO
 
@@ -182,6 +183,7 @@ def test_one_step_of_one_image_gives_the_image_away(attacked):
     for client in federated.leakage:
         assert client.psnr_db > 40 and client.ssim > 0.99, client
         assert client.method == "analytic" and sum(client.label_counts) == 1
+        assert named_exactly(client)  # the nine digits its one image is not
 
 
 def test_secagg_shows_the_server_no_update_and_keeps_the_accuracy(attacked):

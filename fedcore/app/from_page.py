@@ -61,12 +61,16 @@ def story_config(split: ExperimentConfig, values: Mapping[str, Any]) -> Experime
     )
 
 
-def chapter_config(split: ExperimentConfig, values: Mapping[str, Any]) -> ExperimentConfig:
+def chapter_config(
+    split: ExperimentConfig, values: Mapping[str, Any], rounds: int
+) -> ExperimentConfig:
     """The privacy chapter's run from its controls' values (`chapter_controls`): the
-    story's split, the clients' local training, the defense (the privacy setting) and
-    the curious server's attack. Raises `ConfigError` with the config's reason."""
+    story's split, `rounds` (the app's), the clients' local training, the defense (the
+    privacy setting) and the curious server's attack. Raises `ConfigError` with the
+    config's reason."""
     defense, parameters = values["defense"], values["parameters"].get(values["defense"], "")
     return split.replace(
+        num_rounds=rounds,
         batch_size=int(values["batch_size"]),
         local_steps=int(values["local_steps"]),
         local_epochs=int(values["local_epochs"]),

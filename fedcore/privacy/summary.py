@@ -22,9 +22,17 @@ def epsilon_spent(config: ExperimentConfig, federated: FederatedResult) -> tuple
     return None, ""
 
 
+def absent_in_round(client: ClientLeakage) -> list[int]:
+    """The digits none of the images the client trained on in the round attacked shows:
+    what its update can tell (all its images: the digits it holds no image of)."""
+    return [digit for digit, count in enumerate(client.label_counts) if not count]
+
+
 def named_exactly(client: ClientLeakage) -> bool:
-    """The server named exactly the digits the client holds no image of."""
-    return client.inferred_missing is not None and client.inferred_missing == client.true_missing
+    """The server named exactly the digits absent from the client's training that round."""
+    return client.inferred_missing is not None and client.inferred_missing == absent_in_round(
+        client
+    )
 
 
 def leakage_scores(federated: FederatedResult) -> dict[str, Any]:
@@ -65,6 +73,7 @@ def privacy_summary(result: ExperimentResult) -> dict[str, Any]:
                 "client": c.client,
                 "round": c.round,
                 "true_missing": c.true_missing,
+                "absent_in_round": absent_in_round(c),
                 "inferred_missing": c.inferred_missing,
                 "label_counts": c.label_counts,
                 "label_counts_inferred": c.label_counts_inferred,

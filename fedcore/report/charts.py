@@ -136,15 +136,19 @@ def reconstruction_chart(pixels: pd.DataFrame) -> alt.FacetChart:
         .encode(
             x=alt.X("col:O", axis=None, scale=alt.Scale(domain=list(range(28)))),
             y=alt.Y("row:O", axis=None, scale=alt.Scale(domain=list(range(28)))),
-            color=alt.Color("ink:Q", scale=alt.Scale(scheme="greys", domain=[0, 1]), legend=None),
+            color=alt.Color(
+                "ink:Q", scale=alt.Scale(domain=[0, 1], range=["#ffffff", "#000000"]), legend=None
+            ),
             tooltip=["client:N", "image:N"],
         )
         .properties(width=84, height=84)
         .facet(
             row=alt.Row("client:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-            column=alt.Column("image:N", title=None, sort="descending"),
+            column=alt.Column("image:N", title=None, sort=["rebuilt", "real"]),
         )
-        .properties(title="What the server rebuilt from each client's update")
+        .properties(
+            title="What the server rebuilt from each client's update, and the real image closest"
+        )
     )
 
 

@@ -20,7 +20,7 @@ from fedcore.experiment.results import (
 )
 from fedcore.experiment.settings import BY_NAME, SETTINGS
 from fedcore.experiment.specs import defense_name, format_digits
-from fedcore.privacy.summary import epsilon_spent, leakage_scores
+from fedcore.privacy.summary import absent_in_round, epsilon_spent, leakage_scores, named_exactly
 from fedcore.report.labels import (  # the labels, also read from here (`tables.FEDERATED`)
     ALL_DIGITS,
     CENTRALIZED,
@@ -449,10 +449,11 @@ def leakage(clients: Sequence[ClientLeakage]) -> pd.DataFrame:
             {
                 "client": client_name(c.client),
                 "holds no": _digits_or_unseen(c.true_missing),
+                "images that round": sum(c.label_counts),
+                "none of them shows": _digits_or_unseen(absent_in_round(c)),
                 "the server infers no": _digits_or_unseen(c.inferred_missing),
                 "named exactly": "-" if c.inferred_missing is None else
-                ("yes" if c.inferred_missing == c.true_missing else "no"),
-                "images": sum(c.label_counts),
+                ("yes" if named_exactly(c) else "no"),
                 "best PSNR (dB)": None if c.psnr_db is None else round(c.psnr_db, 1),
                 "SSIM": None if c.ssim is None else round(c.ssim, 2),
             }
@@ -473,7 +474,7 @@ def leakage_counts(clients: Sequence[ClientLeakage]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["client", "digit", "images", "kind"])
 
 
-RECONSTRUCTED, MATCHED = "reconstructed from the update", "the client's image it matches"
+RECONSTRUCTED, MATCHED = "rebuilt", "real"
 
 
 def reconstructions(clients: Sequence[ClientLeakage]) -> pd.DataFrame:
