@@ -1,6 +1,6 @@
 """What the curious server costs and what it learns, measured on real MNIST.
 
-  python benchmarks/bench_leakage.py --data-dir ../shared/data/mnist [--repeats 3]
+  python benchmarks/bench_leakage.py --data-dir ../shared/data/mnist [--repeats 5] [--parts 1,3]
 
 1. Cost: one round of the story (3 clients, 10 local epochs, batch 64, the engine
    warm, no cache), federated phase only, with the server's analytic attacks
@@ -88,15 +88,18 @@ def best_psnr(engine: Engine, config: ExperimentConfig) -> tuple[dict, object]:
 def curve(engine: Engine, story: ExperimentConfig) -> None:
     print("\n## 3. The leakage curve (1 round of 1 epoch; best PSNR over the 3 clients)")
     base = story.replace(num_rounds=1, local_epochs=1, leakage="analytic")
-    print("| batch (1 step) | best PSNR (dB) | best SSIM |\n| ---: | ---: | ---: |")
+    head = "best PSNR (dB) | images rebuilt to 30 dB, of the 3 clients' |\n| ---: | ---: | ---: |"
+    print(f"| batch (1 step) | {head}")
     for batch in (1, 2, 4, 8, 16, 64):
         scores, _ = best_psnr(engine, base.replace(local_steps=1, batch_size=batch))
-        print(f"| {batch} | {scores['best_psnr_db']:.1f} | {scores['best_ssim']:.2f} |")
-    print("\n| local steps (batch 8) | best PSNR (dB) | best SSIM |\n| ---: | ---: | ---: |")
+        print(f"| {batch} | {scores['best_psnr_db']:.1f} | {scores['images_recovered']} of "
+              f"{3 * batch} |")  # fmt: skip
+    print(f"\n| local steps (batch 8) | {head}")
     for steps in (1, 2, 10, 100, 0):
-        scores, _ = best_psnr(engine, base.replace(local_steps=steps, batch_size=8))
-        name = steps or "all images (2,400)"
-        print(f"| {name} | {scores['best_psnr_db']:.1f} | {scores['best_ssim']:.2f} |")
+        scores, result = best_psnr(engine, base.replace(local_steps=steps, batch_size=8))
+        trained = sum(sum(c.label_counts) for c in result.federated.leakage)
+        print(f"| {steps or 'all its images'} | {scores['best_psnr_db']:.1f} | "
+              f"{scores['images_recovered']} of {trained} |")  # fmt: skip
 
 
 def defenses(engine: Engine, story: ExperimentConfig) -> None:
@@ -123,14 +126,20 @@ def defenses(engine: Engine, story: ExperimentConfig) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--parts", default="1,2,3,4", help="which parts to run, e.g. 1,3")
     args = parser.parse_args()
+    parts = {int(part) for part in args.parts.split(",")}
     story = ExperimentConfig(data_dir=args.data_dir)
     with Engine() as engine:
-        cost(engine, story, args.repeats)
-        optimisation(story)
-        curve(engine, story)
-        defenses(engine, story)
+        if 1 in parts:
+            cost(engine, story, args.repeats)
+        if 2 in parts:
+            optimisation(story)
+        if 3 in parts:
+            curve(engine, story)
+        if 4 in parts:
+            defenses(engine, story)
 
 
 if __name__ == "__main__":

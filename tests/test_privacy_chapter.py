@@ -137,6 +137,8 @@ def results_with_leakage(small_config, entries):
          "federated.leakage[1].inferred_missing: given only for an update attacked"),
         ([leakage_entry(), leakage_entry(client=2, psnr_db=None)],
          "federated.leakage[1].reconstruction: given only with its PSNR, and its match"),
+        ([leakage_entry(), leakage_entry(client=2, images_recovered=51)],
+         "federated.leakage[1].images_recovered: more than the images it trained on"),
         ([leakage_entry(), leakage_entry(client=2, inferred_missing="<script>")],
          "federated.leakage[1].inferred_missing: not a list"),
     ],
@@ -184,6 +186,7 @@ def test_one_step_of_one_image_gives_the_image_away(attacked):
         assert client.psnr_db > 40 and client.ssim > 0.99, client
         assert client.method == "analytic" and sum(client.label_counts) == 1
         assert named_exactly(client)  # the nine digits its one image is not
+        assert client.images_recovered == 1
 
 
 def test_secagg_shows_the_server_no_update_and_keeps_the_accuracy(attacked):
@@ -213,3 +216,13 @@ def test_the_privacy_command_writes_its_json(mnist_dir, tmp_path):
     for client in data["clients"]:
         assert set(client) >= {"client", "true_missing", "inferred_missing",
                                "label_counts_inferred", "psnr_db", "ssim"}  # fmt: skip
+
+
+def test_a_run_that_did_not_learn_is_told_what_its_settings_make_likely():
+    from fedcore.report.labels import diverged_hint
+
+    assert "epsilon" in diverged_hint(ExperimentConfig(privacy="local"))
+    assert "noise" in diverged_hint(ExperimentConfig(privacy="server"))
+    assert "sign-flip" in diverged_hint(ExperimentConfig(attack="sign-flip", attackers="1"))
+    assert "1 image(s) a round" in diverged_hint(ExperimentConfig(local_steps=1, batch_size=1))
+    assert "--lr" in diverged_hint(ExperimentConfig())

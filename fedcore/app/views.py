@@ -13,7 +13,7 @@ from fedcore.experiment.results import ClientResult, ExperimentResult
 from fedcore.experiment.settings import BY_NAME
 from fedcore.experiment.specs import default_exclusions, defense_name, format_digits
 from fedcore.privacy.summary import epsilon_spent
-from fedcore.report import charts, tables, text
+from fedcore.report import charts, labels, tables, text
 from fedcore.report.labels import percent
 
 
@@ -48,7 +48,7 @@ def diverged_callout(result: ExperimentResult) -> mo.Html | None:
     if any: their numbers mean nothing, and the page says so above them."""
     return warning_list(
         "**This run diverged or did not learn:** its accuracies are those of a model that "
-        "guesses. Try a smaller learning rate or larger batches.",
+        f"guesses: {html.escape(labels.diverged_hint(result.config))}.",
         result.diverged,
         kind="danger",
     )

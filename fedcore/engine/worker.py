@@ -8,6 +8,7 @@ Tasks arrive as `Task`s and are answered as `fedcore.engine.protocol` says: any
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,9 @@ from fedcore.engine.protocol import Task, TaskDone, TaskFailed, TaskProgress, Wo
 def _client_app(run_config_items: tuple[tuple[str, Any], ...]) -> Any:
     from fedcore.flower.client_app import build_client_app
 
+    # Flower's mods log every message (LocalDpMod its noise, twice a client a round);
+    # the engine reports progress and errors itself, as for the ServerApp
+    logging.getLogger("flwr").setLevel(logging.WARNING)
     return build_client_app(dict(run_config_items))
 
 

@@ -140,6 +140,8 @@ class ClientLeakage:
     psnr_db: float | None = field(metadata=DECIBELS.metadata())
     ssim: float | None = field(metadata=SIMILARITY.metadata())
     method: str | None = None
+    # how many of its images that round some reconstruction rebuilt to 30 dB or more
+    images_recovered: int | None = field(default=None, metadata=COUNTS.metadata())
     reconstruction: list[int] | None = field(default=None, metadata=IMAGE.metadata())
     matched: list[int] | None = field(default=None, metadata=IMAGE.metadata())
 

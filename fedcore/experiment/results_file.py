@@ -413,6 +413,8 @@ def _check_leakage(leakage: list[Any], config: ExperimentConfig) -> None:
             entry.psnr_db is None
         ):
             raise Problem(f"{where}.reconstruction", "given only with its PSNR, and its match")
+        if (entry.images_recovered or 0) > sum(entry.label_counts):
+            raise Problem(f"{where}.images_recovered", "more than the images it trained on")
 
 
 def _subsets(result: Any) -> set[str]:

@@ -24,7 +24,7 @@ from fedcore.data.partition import ClientPartition
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results import ClientLeakage
 from fedcore.learning.local import round_sample
-from fedcore.privacy.image_scores import best_match, to_pixels
+from fedcore.privacy.image_scores import best_match, proxies, recovered, shortlist, to_pixels
 from fedcore.privacy.inversion import Recipe, analytic_inversion, optimisation_attack
 from fedcore.privacy.label_leakage import infer_labels
 
@@ -34,6 +34,9 @@ OPTIMISE_MAX_BATCH = 8
 OPTIMISE_MAX_STEPS = 4
 OPTIMISE_ITERATIONS = 300
 MAX_PSNR_DB = 100.0  # identical images score infinity: written as this
+# The public images the server estimates label shares on (the first of its test set):
+# enough for a mean softmax to a few per mille, few enough to cost milliseconds.
+REFERENCE_IMAGES = 2000
 
 
 def image_bytes(image: torch.Tensor) -> list[int]:
@@ -55,6 +58,7 @@ class CuriousServer:
         self.config, self.data, self.partitions = config, data, partitions
         self.stop = stop or threading.Event()
         self.found: dict[int, ClientLeakage] = {}
+        self._proxies: torch.Tensor | None = None  # of every training image, for scoring
 
     def observe(self, sent: Message, reply: Message) -> None:
         """A client's reply to `sent`. Only a reply that carries a model (our ClientApp's
@@ -83,7 +87,10 @@ class CuriousServer:
         """The attacks on one update, then their scores against the truth."""
         config, recipe = self.config, Recipe.from_config(self.config)
         trained = recipe.trained_examples(num_examples)  # its images in this round
-        labels = infer_labels(before, after, trained, recipe, self.data.test_x, self.data.test_y)
+        public = slice(REFERENCE_IMAGES)
+        labels = infer_labels(
+            before, after, trained, recipe, self.data.test_x[public], self.data.test_y[public]
+        )
         candidates, method = analytic_inversion(before, after, config.model), "analytic"
         if config.leakage == "optimise" and self._small_enough():
             method = "optimisation"
@@ -92,14 +99,17 @@ class CuriousServer:
                 iterations=OPTIMISE_ITERATIONS, seed=config.seed + client,
                 should_stop=self.stop.is_set,
             )  # fmt: skip
-        x, y = self._truth(client, server_round)
+        indices = self._truth(client, server_round)
         fields: dict[str, object] = {"psnr_db": None, "ssim": None}
         if candidates is not None and len(candidates):
+            near = indices[shortlist(candidates, self.proxies()[indices])]
+            x = self.data.train_x[near]
             match = best_match(candidates, x)
             fields = {
                 "psnr_db": min(match.psnr_db, MAX_PSNR_DB),
                 "ssim": match.ssim,
                 "method": method,
+                "images_recovered": recovered(candidates, x),
                 "reconstruction": image_bytes(candidates[match.candidate]),
                 "matched": image_bytes(x[match.truth]),
             }
@@ -107,7 +117,7 @@ class CuriousServer:
             client=client,
             round=server_round,
             true_missing=self._missing(self.partitions[client - 1]),
-            label_counts=torch.bincount(y, minlength=10).tolist(),
+            label_counts=torch.bincount(self.data.train_y[indices], minlength=10).tolist(),
             inferred_missing=list(labels.missing),
             label_counts_inferred=list(labels.counts),
             **fields,  # type: ignore[arg-type]
@@ -117,12 +127,16 @@ class CuriousServer:
         steps = (self.config.local_steps or 10**9) * self.config.local_epochs
         return self.config.batch_size <= OPTIMISE_MAX_BATCH and steps <= OPTIMISE_MAX_STEPS
 
-    def _truth(self, client: int, server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The images the client trained on in that round, and their labels."""
+    def _truth(self, client: int, server_round: int) -> torch.Tensor:
+        """Where the images the client trained on in that round are in the training set."""
         partition = self.partitions[client - 1]
-        chosen = round_sample(partition.size, self.config, client, server_round)
-        indices = partition.indices[chosen]
-        return self.data.train_x[indices], self.data.train_y[indices]
+        return partition.indices[round_sample(partition.size, self.config, client, server_round)]
+
+    def proxies(self) -> torch.Tensor:
+        """Every training image's proxy (`image_scores.proxies`), made at the first use."""
+        if self._proxies is None:
+            self._proxies = proxies(self.data.train_x)
+        return self._proxies
 
     def leakage(self) -> list[ClientLeakage]:
         """Every client, those whose update the server never read (SecAgg+) included."""
@@ -138,7 +152,9 @@ class CuriousServer:
             client=partition.client,
             round=0,
             true_missing=self._missing(partition),
-            label_counts=torch.bincount(self._truth(partition.client, 1)[1], minlength=10).tolist(),
+            label_counts=torch.bincount(
+                self.data.train_y[self._truth(partition.client, 1)], minlength=10
+            ).tolist(),
             inferred_missing=None,
             label_counts_inferred=None,
             psnr_db=None,

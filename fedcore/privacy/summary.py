@@ -48,6 +48,7 @@ def leakage_scores(federated: FederatedResult) -> dict[str, Any]:
         "clients_attacked": sum(c.inferred_missing is not None for c in federated.leakage),
         "best_psnr_db": max(scored, default=None),
         "best_ssim": max(similar, default=None),
+        "images_recovered": sum(c.images_recovered or 0 for c in federated.leakage),
     }
 
 
@@ -80,6 +81,7 @@ def privacy_summary(result: ExperimentResult) -> dict[str, Any]:
                 "psnr_db": c.psnr_db,
                 "ssim": c.ssim,
                 "method": c.method,
+                "images_recovered": c.images_recovered,
             }
             for c in federated.leakage
         ],

@@ -95,8 +95,8 @@ def _story(result: ExperimentResult) -> str:
     if result.diverged:
         items = "".join(f"<li>{_e(line)}</li>" for line in result.diverged)
         parts.append(
-            "<div class='diverged'><p><b>This run diverged or did not learn</b> (try a smaller "
-            f"learning rate or larger batches):</p><ul>{items}</ul></div>"
+            "<div class='diverged'><p><b>This run diverged or did not learn</b> "
+            f"({_e(labels.diverged_hint(config))}):</p><ul>{items}</ul></div>"
         )
     if isolated:
         lines = "".join(

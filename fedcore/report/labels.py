@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.specs import format_digits
 
 # ------------------------------------------------------------- models (charts, page, HTML)
@@ -93,3 +94,19 @@ def percent(
         return missing
     number = 100 * value
     return f"{number:{width}.{digits}f}%" if width else f"{number:.{digits}f}%"
+
+
+def diverged_hint(config: ExperimentConfig) -> str:
+    """What usually makes a run of `config` learn again, when it diverged or did not
+    learn: what the settings make likely first (noise, an attack, a few images a
+    round), else the optimiser."""
+    if config.privacy_kind == "local":
+        return "local DP's noise drowns the updates: a larger epsilon (less noise) helps"
+    if config.privacy_kind in ("server", "client"):
+        return "the DP noise drowns the averaged update: less noise or more clients help"
+    if config.attacker_clients:
+        return f"the attack ({config.attack}) may be what it is: a robust strategy helps"
+    if config.local_steps:
+        images = config.local_steps * config.batch_size
+        return f"each client trains on {images} image(s) a round: more local steps help"
+    return "a smaller learning rate (--lr) or larger batches (--batch-size) usually help"

@@ -456,6 +456,7 @@ def leakage(clients: Sequence[ClientLeakage]) -> pd.DataFrame:
                 ("yes" if named_exactly(c) else "no"),
                 "best PSNR (dB)": None if c.psnr_db is None else round(c.psnr_db, 1),
                 "SSIM": None if c.ssim is None else round(c.ssim, 2),
+                "images rebuilt (30 dB)": c.images_recovered,
             }
             for c in clients
         ]
@@ -521,6 +522,7 @@ def defenses(runs: Iterable[tuple[str, ExperimentResult]]) -> pd.DataFrame:
             "missing digits named": f"{scores['missing_named']} of {len(federated.leakage)}",
             "best PSNR (dB)": "-" if scores["best_psnr_db"] is None
             else f"{scores['best_psnr_db']:.1f}",
+            "images rebuilt": scores["images_recovered"],
         })  # fmt: skip
     return pd.DataFrame(rows)
 

@@ -14,10 +14,6 @@ from fedcore.report import labels, tables
 from fedcore.report.labels import percent
 
 NAME_WIDTH = 24  # the model column; a name is cut to one less, so a space always follows
-DIVERGED_HINT = (
-    "a model that diverged or did not learn scores what a guess scores; "
-    "a smaller --lr or a larger --batch-size usually helps"
-)
 
 
 def _pct(value: float | None) -> str:
@@ -98,7 +94,8 @@ def leakage_lines(config: ExperimentConfig, federated: FederatedResult) -> list[
     lines = [f"what the server learned (leakage {config.leakage}, privacy {config.privacy}):"]
     for c in federated.leakage:
         image = (
-            f"best reconstruction {c.psnr_db:.1f} dB PSNR, SSIM {c.ssim:.2f} ({c.method})"
+            f"best reconstruction {c.psnr_db:.1f} dB PSNR, SSIM {c.ssim:.2f} ({c.method}); "
+            f"{c.images_recovered} of its {sum(c.label_counts)} images rebuilt to 30 dB"
             if c.psnr_db is not None and c.ssim is not None
             else "no reconstruction"
         )
@@ -127,7 +124,10 @@ def format_table(result: ExperimentResult) -> str:
         lines += [f"failure: {failure}" for failure in federated.failures]
     if result.diverged:
         lines += [f"warning: {line}" for line in result.diverged]
-        lines.append(f"warning: {DIVERGED_HINT}")
+        lines.append(
+            "warning: a model that diverged or did not learn scores what a guess scores; "
+            + labels.diverged_hint(config)
+        )
     timing = ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in result.timings.items())
     lines.append(f"config: {config.summary()}")
     lines.append(f"time: {timing}")
