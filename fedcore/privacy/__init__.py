@@ -2,7 +2,10 @@
 
 - `label_leakage.infer_labels`: the digits a client lacks and its label counts;
 - `inversion.analytic_inversion` / `inversion.optimisation_attack`: its images;
-- `image_scores`: how close a reconstruction is to a real image (PSNR, SSIM).
+- `image_scores`: how close a reconstruction is to a real image (PSNR, SSIM);
+- `curious_server`: the ServerApp's observer that runs them on each client's first
+  update (the `leakage` setting) and scores them against the truth;
+- `summary`: the privacy chapter's numbers from a run's results.
 
 Pure functions on state_dicts and tensors: the server's view is the model it
 sent, the model it got back, the reported example count and its own recipe.
