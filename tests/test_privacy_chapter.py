@@ -226,3 +226,14 @@ def test_a_run_that_did_not_learn_is_told_what_its_settings_make_likely():
     assert "sign-flip" in diverged_hint(ExperimentConfig(attack="sign-flip", attackers="1"))
     assert "1 image(s) a round" in diverged_hint(ExperimentConfig(local_steps=1, batch_size=1))
     assert "--lr" in diverged_hint(ExperimentConfig())
+
+
+def test_the_report_says_what_the_server_learned(attacked):
+    from fedcore.report.figures import run_charts
+    from fedcore.report.html import report_html
+
+    result = attacked()
+    assert {"server-label-counts", "server-reconstructions"} <= set(run_charts(result))
+    page = report_html([("story", result)])
+    assert "<h3>What the server learned</h3>" in page
+    assert "client 2: holds no 2,5,8; the server infers no 2,5,8" in page

@@ -52,6 +52,15 @@ def run_charts(result: ExperimentResult) -> dict[str, Callable[[], alt.TopLevelM
         )
         if isolated and not tables.story(isolated, federated).empty:
             out["alone-vs-together"] = lambda: charts.story_chart(tables.story(isolated, federated))
+    leaked = federated.leakage if federated is not None else None
+    if leaked and any(c.label_counts_inferred for c in leaked):
+        out["server-label-counts"] = lambda: charts.leakage_counts_chart(
+            tables.leakage_counts(leaked)
+        )
+    if leaked and any(c.reconstruction for c in leaked):
+        out["server-reconstructions"] = lambda: charts.reconstruction_chart(
+            tables.reconstructions(leaked)
+        )
     return out
 
 

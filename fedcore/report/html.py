@@ -18,7 +18,7 @@ import pandas as pd
 
 from fedcore.experiment.results import ExperimentResult
 from fedcore.experiment.specs import format_digits
-from fedcore.report import charts, labels, tables
+from fedcore.report import charts, labels, tables, text
 from fedcore.report.figures import run_charts, to_svg
 from fedcore.report.labels import percent
 
@@ -129,6 +129,13 @@ def _story(result: ExperimentResult) -> str:
                 "the federated model, trained on the same private data without any image "
                 f"leaving its client, scores {_e(together)}.</p>"
             )
+    if federated is not None and federated.leakage is not None:
+        lines = "".join(f"<li>{_e(line.strip())}</li>" for line in
+                        text.leakage_lines(config, federated)[1:])  # fmt: skip
+        parts.append(
+            "<h3>What the server learned</h3><p>From each client's first update, as Flower "
+            f"delivered it (privacy {_e(config.privacy)}):</p><ul>{lines}</ul>"
+        )
     return "".join(parts)
 
 
