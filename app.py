@@ -9,7 +9,7 @@ with app.setup(hide_code=True):
     from fedcore.app.imports import alone
 
     with alone():  # no other import meanwhile: two at once break PyTorch (see the module)
-        from fedcore.app import compare, controls, share, views
+        from fedcore.app import compare, controls, marimo_fixes, share, views
         from fedcore.app.budget import DEFAULT_MAX_RUN_MINUTES, MAX_RUN_MINUTES, Budget
         from fedcore.app.from_page import (
             chapter_config as chapter_config_from_controls,
@@ -32,6 +32,7 @@ with app.setup(hide_code=True):
         from fedcore.report import charts, tables
         from fedcore.report.labels import percent
 
+    marimo_fixes.apply()  # no control change lost while the kernel is busy (see the module)
     # Every run goes to the engine: processes of its own, shared by every session
     # of this server, started now so that it is warm by the first run. It queues
     # runs (the sessions take turns), merges identical ones and keeps their results.

@@ -8,7 +8,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Each folder imports only those before it (tests/test_layout.py checks there is no cycle).
-FOLDERS = ("experiment", "data", "learning", "privacy", "flower", "engine", "report", "app", "deploy", "cli")
+FOLDERS = (
+    "experiment",
+    "data",
+    "learning",
+    "privacy",
+    "flower",
+    "engine",
+    "report",
+    "app",
+    "deploy",
+    "cli",
+)
 INTRO = """# The house: fedcore by role
 
 Each folder holds one role, and imports only the folders listed before it here

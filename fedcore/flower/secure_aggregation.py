@@ -54,8 +54,6 @@ from fedcore.flower.run_config import experiment_config
 from fedcore.flower.strategies import DROPOUT_REASON, RoundLog, RunLog, client_of, failure_reason
 from fedcore.learning.models import build_model
 
-MIN_CLIENTS = 2  # SecAgg+ sums at least two updates (one would be the update itself)
-
 # ------------------------------------------------------------------ client side
 
 
@@ -284,12 +282,8 @@ def run_secure_aggregation(
     """`config.num_rounds` rounds of FedAvg through Flower's SecAgg+ workflow, from
     `initial`; `evaluate(round, arrays)` scores the global model before round 1 and
     after each. Flower's legacy FedAvg samples the clients by the config's fraction and
-    minimum, and SecAgg+ weighs each update by its number of examples inside the sum."""
-    if config.clients_per_round < MIN_CLIENTS:
-        raise FederatedRunError(
-            f"SecAgg+ needs at least {MIN_CLIENTS} clients a round, "
-            f"but {config.clients_per_round} are sampled"
-        )
+    minimum (at least 2 a round: the config refuses fewer), and SecAgg+ weighs each
+    update by its number of examples inside the sum."""
     keys = list(initial.keys())
     weights = initial.to_numpy_ndarrays()
     strategy = FedAvg(
