@@ -11,14 +11,9 @@ views (whom the rule trusted, accuracy and backdoor success per round) as
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
-from pathlib import Path
 
-from playwright.sync_api import sync_playwright
-from served_app import CHROMIUM_ARGS, served_app
+from served_app import screenshot_page
 
 LAB = ("num-clients=10&split=iid&num-server-rounds=4&local-epochs=1"
        "&strategy=multikrum:f=3,m=5&attack=backdoor:target=0&attackers=2,5,9")  # fmt: skip
@@ -26,23 +21,7 @@ LONG = 900_000  # ms
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("FEDCORE_DATA_DIR"))
-    parser.add_argument("--out", default="docs/screenshots")
-    args = parser.parse_args()
-    if not args.data_dir:
-        parser.error("--data-dir (or FEDCORE_DATA_DIR) names the folder of the MNIST files")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory() as cache,
-        served_app(args.data_dir, cache) as url,
-        sync_playwright() as playwright,
-    ):
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with screenshot_page(__doc__.splitlines()[0], 1000) as (page, url, out):
         page.goto(f"{url}?{LAB}", wait_until="commit")
         settings = page.get_by_role("heading", name="The lab's settings")
         settings.wait_for(timeout=LONG)
@@ -56,7 +35,6 @@ def main() -> int:
         cell.evaluate("e => e.scrollIntoView()")
         page.wait_for_timeout(3000)
         cell.screenshot(path=str(out / "lab-attack-rounds.png"))
-        browser.close()
     print(f"screenshots in {out}/: lab-attack-settings.png, lab-attack-rounds.png")
     return 0
 

@@ -106,19 +106,29 @@ def label_counts_chart(counts: pd.DataFrame, num_clients: int) -> alt.Chart:
     )
 
 
+def pixel_images(pixels: pd.DataFrame, ink: alt.Scale, tooltip: list[str], size: int) -> alt.Chart:
+    """28x28 images drawn from their pixels (`row, col, ink` rows), `size` pixels wide,
+    for a chart to facet by image."""
+    cells = alt.Scale(domain=list(range(28)))
+    return (
+        alt.Chart(pixels)
+        .mark_rect()
+        .encode(
+            x=alt.X("col:O", axis=None, scale=cells),
+            y=alt.Y("row:O", axis=None, scale=cells),
+            color=alt.Color("ink:Q", scale=ink, legend=None),
+            tooltip=tooltip,
+        )
+        .properties(width=size, height=size)
+    )
+
+
 def sample_digits_chart(pixels: pd.DataFrame) -> alt.FacetChart:
     """A few training images of every client, drawn from their pixels."""
     inked = pixels[pixels["ink"] > 0.05]  # blank pixels are the white background
+    greys = alt.Scale(scheme="greys", domain=[0, 1])
     return (
-        alt.Chart(inked)
-        .mark_rect()
-        .encode(
-            x=alt.X("col:O", axis=None, scale=alt.Scale(domain=list(range(28)))),
-            y=alt.Y("row:O", axis=None, scale=alt.Scale(domain=list(range(28)))),
-            color=alt.Color("ink:Q", scale=alt.Scale(scheme="greys", domain=[0, 1]), legend=None),
-            tooltip=["client:N", "label:O"],
-        )
-        .properties(width=56, height=56)
+        pixel_images(inked, greys, ["client:N", "label:O"], 56)
         .facet(
             row=alt.Row("client:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
             column=alt.Column("sample:O", title=None, header=alt.Header(labels=False)),
@@ -130,18 +140,9 @@ def sample_digits_chart(pixels: pd.DataFrame) -> alt.FacetChart:
 def reconstruction_chart(pixels: pd.DataFrame) -> alt.FacetChart:
     """Per client, the image the server reconstructed from its update beside the real
     training image it matches best, from `tables.reconstructions`."""
+    white_to_black = alt.Scale(domain=[0, 1], range=["#ffffff", "#000000"])
     return (
-        alt.Chart(pixels)
-        .mark_rect()
-        .encode(
-            x=alt.X("col:O", axis=None, scale=alt.Scale(domain=list(range(28)))),
-            y=alt.Y("row:O", axis=None, scale=alt.Scale(domain=list(range(28)))),
-            color=alt.Color(
-                "ink:Q", scale=alt.Scale(domain=[0, 1], range=["#ffffff", "#000000"]), legend=None
-            ),
-            tooltip=["client:N", "image:N"],
-        )
-        .properties(width=84, height=84)
+        pixel_images(pixels, white_to_black, ["client:N", "image:N"], 84)
         .facet(
             row=alt.Row("client:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
             column=alt.Column("image:N", title=None, sort=["rebuilt", "real"]),
