@@ -269,8 +269,9 @@ def run_federated(
 
     if config.privacy_kind == "secagg":
         secure = ReportingGrid(grid, training_replies(recorder.on_reply), stop, watch)
+        largest = max(p.size for p in evaluation.partitions)  # SecAgg+'s max_weight
         run_secure_aggregation(
-            secure, config, initial, evaluation, recorder.log, ROUND_TIMEOUT_SECONDS
+            secure, config, initial, evaluation, recorder.log, ROUND_TIMEOUT_SECONDS, largest
         )
     else:
         build_strategy(config, recorder.log).start(

@@ -46,8 +46,6 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.serverapp import Grid
 from flwr.supercore.run import RunNotRunningException
 
-from fedcore.data.mnist import load_mnist
-from fedcore.data.partition import partition_clients
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.progress import FederatedRunError
 from fedcore.flower.run_config import experiment_config
@@ -248,25 +246,23 @@ def legacy_evaluate(
     return evaluate_fn
 
 
-def largest_partition(config: ExperimentConfig) -> int:
-    """The most examples any client weighs its update by: SecAgg+'s `max_weight`.
-    Each client's weighted weights are quantized as a share of it: a smaller bound
-    could overflow the masked sum, a larger one would waste the quantization's range."""
-    return max(p.size for p in partition_clients(load_mnist(config).train_y, config))
-
-
-def secagg_workflow(config: ExperimentConfig, timeout: float) -> SecAggPlusWorkflow:
+def secagg_workflow(
+    config: ExperimentConfig, max_weight: int, timeout: float
+) -> SecAggPlusWorkflow:
     """Flower's SecAgg+ with every sampled client a neighbour of every other (shares
     1.0: with at most 100 clients the sparse graph saves little) and the shares of a
     majority of them needed to rebuild a client's secret: no two disjoint groups of
     clients can then each rebuild one of its two secrets (its mask seed, its key), so
     a server that lies about who dropped out cannot unmask one update (Bonawitz et al.
     2017), while any minority may drop out. Quantization is Flower's default: weighted
-    weights within +-8, in steps of 16 / 2**22."""
+    weights within +-8, in steps of 16 / 2**22. `max_weight`: the most examples any
+    client weighs its update by; each client's weighted weights are quantized as a share
+    of it: a smaller bound could overflow the masked sum, a larger one would waste the
+    quantization's range."""
     return SecAggPlusWorkflow(
         num_shares=1.0,
         reconstruction_threshold=config.clients_per_round // 2 + 1,
-        max_weight=float(largest_partition(config)),
+        max_weight=float(max_weight),
         timeout=timeout,
     )
 
@@ -278,6 +274,7 @@ def run_secure_aggregation(
     evaluate: Callable[[int, ArrayRecord], MetricRecord],
     log: RunLog,
     timeout: float,
+    max_weight: int,
 ) -> None:
     """`config.num_rounds` rounds of FedAvg through Flower's SecAgg+ workflow, from
     `initial`; `evaluate(round, arrays)` scores the global model before round 1 and
@@ -304,7 +301,8 @@ def run_secure_aggregation(
         strategy=strategy,
         client_manager=SortedClientManager(),
     )
-    fit = SecureFitRound(secagg_workflow(config, timeout), [w.dtype for w in weights], ledger)
+    workflow = secagg_workflow(config, max_weight, timeout)
+    fit = SecureFitRound(workflow, [w.dtype for w in weights], ledger)
     try:
         DefaultWorkflow(fit_workflow=fit)(ledger, context)
     finally:
