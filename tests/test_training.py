@@ -55,13 +55,19 @@ def test_train_reports_each_epoch():
     assert seen == list(enumerate(losses, start=1))
 
 
-def test_train_matches_autograd_and_torch_optim_sgd():
+@pytest.mark.parametrize("kind", ["mlp", "2nn"])
+@pytest.mark.parametrize("corrected", [False, True])
+def test_train_matches_autograd_and_torch_optim_sgd(kind, corrected):
     """The written-out passes and update, and `reference_train`, are torch.optim.SGD
     with momentum on the batch-mean cross-entropy, batches in the same seeded order
-    (a short last batch too)."""
+    (a short last batch too); a correction (SCAFFOLD's c - c_i) is subtracted, times
+    the learning rate, after each step."""
     x, y = toy_data(300)
-    ours, textbook, reference = build_model(3), build_model(3), build_model(3)
+    ours, textbook, reference = build_model(3, kind), build_model(3, kind), build_model(3, kind)
+    generator = torch.Generator().manual_seed(1)
+    correction = [0.1 * torch.randn(p.shape, generator=generator) for p in ours.parameters()]
     settings = dict(epochs=3, batch_size=32, learning_rate=0.05, momentum=0.9, seed=5)
+    settings["correction"] = correction if corrected else None
     losses = train(ours, x, y, **settings)
     textbook_losses = reference_train(textbook, x, y, **settings)
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
@@ -76,6 +82,10 @@ def test_train_matches_autograd_and_torch_optim_sgd():
             loss = F.cross_entropy(reference(x[batch]), y[batch])
             loss.backward()
             optimizer.step()
+            if corrected:
+                with torch.no_grad():
+                    for p, c in zip(reference.parameters(), correction, strict=True):
+                        p -= 0.05 * c
             total += loss.item() * len(batch)
         expected.append(total / 300)
     assert losses == pytest.approx(expected, rel=1e-5)

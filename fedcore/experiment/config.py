@@ -129,6 +129,12 @@ class ExperimentConfig:
                 "SecAgg+ workflow sums the updates for FedAvg, so it needs strategy fedavg and "
                 "no attack (a rule that looks at each update cannot see them)"
             )
+        if privacy.name == "local" and strategy.name == "scaffold":
+            raise ConfigError(
+                f"privacy {self.privacy} with strategy {self.strategy}: Flower's LocalDpMod "
+                "noises a reply of one ArrayRecord, and SCAFFOLD's second one, the client's "
+                "control-variate change, would show the server its update without the noise"
+            )
         if privacy.name == "secagg" and self.clients_per_round < 2:
             raise ConfigError(
                 f"privacy secagg with {self.clients_per_round} client a round: a sum of one "

@@ -66,7 +66,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Flower's aggregation rule and its main parameters: fedavg, fedprox:mu=0.1, "
             "fedavgm:lr=1,momentum=0.9, fedadam:eta=0.1,tau=0.001, fedyogi:eta=0.01,tau=0.001, "
             "fedadagrad:eta=0.1,tau=0.001, fedmedian, fedtrimmedavg:beta=0.2, krum:f=0, "
-            "multikrum:f=0,m=1 (parameters left out take these values)", control="own"),
+            "multikrum:f=0,m=1; and, written on Flower's FedAvg, scaffold:lr=1 (SCAFFOLD's "
+            "control variates, lr the server's learning rate; Karimireddy et al. 2020) and "
+            "fednova (updates normalized by each client's local steps; Wang et al. 2020) "
+            "(parameters left out take these values)", control="own"),
     Setting("privacy", str, "off", "privacy", "--privacy", "Differential privacy",
             "off; central DP, Flower's fixed-clipping DP wrapper with its accountant (fedavg "
             "or fedprox): server:noise=1,clip=1,delta=1e-05 (the server clips every update) or "

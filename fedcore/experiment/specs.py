@@ -156,7 +156,9 @@ class Split:
 # ------------------------------------------------------ strategy and privacy
 
 # strategy -> its parameters and their defaults: Flower's, except where Flower's
-# default makes the strategy FedAvg itself (FedProx mu 0, FedAvgM momentum 0)
+# default makes the strategy FedAvg itself (FedProx mu 0, FedAvgM momentum 0).
+# scaffold and fednova are written on Flower's FedAvg (`fedcore.flower.scaffold`,
+# `fedcore.flower.fednova`); scaffold's lr is the server's learning rate eta_g.
 STRATEGIES: dict[str, dict[str, float]] = {
     "fedavg": {},
     "fedprox": {"mu": 0.1},
@@ -168,6 +170,8 @@ STRATEGIES: dict[str, dict[str, float]] = {
     "fedtrimmedavg": {"beta": 0.2},
     "krum": {"f": 0},
     "multikrum": {"f": 0, "m": 1},
+    "scaffold": {"lr": 1.0},
+    "fednova": {},
 }
 PRIVACY: dict[str, dict[str, float]] = {
     "off": {},

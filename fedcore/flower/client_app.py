@@ -2,7 +2,9 @@
 
 The handler only unpacks the message, calls plain functions and packs the
 reply. The partition comes from the node config (`partition-id`,
-`num-partitions`); every other setting from the run config.
+`num-partitions`); every other setting from the run config. Every reply says how
+many SGD steps the client took (FedNova reads it); under SCAFFOLD the client's
+control variate lives in its node state (`context.state`) between rounds.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from flwr.clientapp.mod import LocalDpMod
 from fedcore.data.mnist import MnistData, load_mnist
 from fedcore.data.partition import ClientPartition, partition_clients
 from fedcore.experiment.config import ExperimentConfig
+from fedcore.flower.fednova import LOCAL_STEPS
 from fedcore.flower.run_config import experiment_config
+from fedcore.flower.scaffold import CONTROL_CHANGE, ClientControl
 from fedcore.flower.secure_aggregation import secagg_mod
 from fedcore.flower.strategies import DROPOUT_REASON, UNIFORM_WEIGHT
 from fedcore.learning.attacks import is_attacker
-from fedcore.learning.local import drops_out, train_on_partition
+from fedcore.learning.local import drops_out, local_sgd_steps, train_on_partition
 from fedcore.learning.models import build_model
 
 
@@ -77,10 +81,12 @@ def train_handler(msg: Message, context: Context) -> Message:
             f"client {client} {DROPOUT_REASON} in round {server_round} (dropout {config.dropout:g})"
         )
     proximal_mu = float(msg.content["config"].get("proximal-mu", 0.0))  # FedProx sends it
+    control = ClientControl.of(msg, context)  # SCAFFOLD's c and c_i
     try:
         data, partition = _partition(config, partition_id)
         model = build_model(config.seed, config.model)
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        sent = msg.content["arrays"].to_torch_state_dict()
+        model.load_state_dict(sent)
         losses = train_on_partition(
             model,
             data,
@@ -88,17 +94,29 @@ def train_handler(msg: Message, context: Context) -> Message:
             config,
             server_round,
             proximal_mu=proximal_mu,
+            correction=None if control is None else control.correction(model),
             attacking=is_attacker(config, client),
         )
+        steps = local_sgd_steps(partition.size, config)
+        scaffold: dict[str, ArrayRecord] = {}
+        if control is not None:  # c_i+ into the node state, c_i+ - c_i into the reply
+            trained, lr = model.state_dict(), config.learning_rate
+            scaffold[CONTROL_CHANGE] = control.update(sent, trained, steps, lr, context)
     except Exception as error:
         reason = without_local_paths(str(error), config.data_dir)
         raise ClientFailure(f"client {client} failed in round {server_round}: {reason}") from error
-    metrics = {"num-examples": partition.size, "train-loss": losses[-1], UNIFORM_WEIGHT: 1}
+    metrics = {
+        "num-examples": partition.size,
+        "train-loss": losses[-1],
+        UNIFORM_WEIGHT: 1,
+        LOCAL_STEPS: steps,
+    }
     content = RecordDict(
         {
             "arrays": ArrayRecord(model.state_dict()),
             "metrics": MetricRecord(metrics),
             "client": ConfigRecord({"client": client, "epoch-losses": losses}),
+            **scaffold,
         }
     )
     return Message(content=content, reply_to=msg)

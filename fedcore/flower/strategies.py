@@ -1,11 +1,12 @@
 """Flower's strategies by name, Flower's privacy wrappers, and fedcore's bookkeeping
 around whichever of them runs.
 
-The aggregation is always Flower's own class; `RecordingStrategy` wraps it (as
-Flower's DP wrappers wrap a strategy) and only records: each client's losses,
-failures, how far each update moved the model and how it lines up with the
-aggregate, the bytes on the wire, the privacy spent, and which clients a rule
-that chooses updates (Krum) kept.
+The aggregation is Flower's own class (for SCAFFOLD and FedNova, which Flower's
+core lacks, Flower's FedAvg extended: `fedcore.flower.scaffold`,
+`fedcore.flower.fednova`); `RecordingStrategy` wraps it (as Flower's DP wrappers
+wrap a strategy) and only records: each client's losses, failures, how far each
+update moved the model and how it lines up with the aggregate, the bytes on the
+wire, the privacy spent, and which clients a rule that chooses updates (Krum) kept.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from flwr.serverapp.strategy import Strategy
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.progress import FederatedRunError
 from fedcore.experiment.specs import CENTRAL_DP
+from fedcore.flower.fednova import FedNova
+from fedcore.flower.scaffold import Scaffold
 
 UNIFORM_WEIGHT = "uniform-weight"  # every client weighs 1: what Flower's DP accountant needs
 DROPOUT_REASON = "dropped out"  # in the reason of a client that the dropout setting silenced
@@ -51,7 +54,7 @@ def failure_reason(reply: Message, server_round: int) -> str:
 
 
 def flower_strategy(config: ExperimentConfig) -> Strategy:
-    """The named Flower strategy with the config's parameters (the server evaluates
+    """The named strategy with the config's parameters (the server evaluates
     centrally, so no federated evaluation)."""
     p = config.strategy_parameters
     common: dict[str, Any] = {
@@ -86,6 +89,10 @@ def flower_strategy(config: ExperimentConfig) -> Strategy:
         return flower.MultiKrum(
             **common, num_malicious_nodes=int(p["f"]), num_nodes_to_select=int(p["m"])
         )
+    if name == "scaffold":
+        return Scaffold(**common, num_clients=config.num_clients, server_learning_rate=p["lr"])
+    if name == "fednova":
+        return FedNova(**common, momentum=config.momentum)
     raise ValueError(f"no Flower strategy for {config.strategy}")
 
 
@@ -169,9 +176,11 @@ def kept_clients(strategy: Strategy, replies: list[Message]) -> list[int] | None
     return sorted(client_of(r) for r in valid if any(r.content is c for c in chosen))
 
 
-def _size(arrays: ArrayRecord) -> int:
-    """Bytes of the weights in a message (the arrays' data, not the envelope)."""
-    return sum(a.nbytes for a in arrays.to_numpy_ndarrays())
+def _size(message: Message) -> int:
+    """Bytes of the arrays in a message, every ArrayRecord (the weights, and SCAFFOLD's
+    control variates beside them): the arrays' data, not the envelope."""
+    records = message.content.array_records.values()
+    return sum(a.nbytes for record in records for a in record.to_numpy_ndarrays())
 
 
 class RecordingStrategy(Strategy):
@@ -196,7 +205,7 @@ class RecordingStrategy(Strategy):
         self._global[server_round] = arrays
         entry = self.log.rounds.setdefault(server_round, RoundLog())
         entry.messages_sent = len(messages)
-        entry.bytes_sent = sum(_size(m.content["arrays"]) for m in messages)
+        entry.bytes_sent = sum(_size(m) for m in messages)
         return messages
 
     def aggregate_train(
@@ -218,7 +227,7 @@ class RecordingStrategy(Strategy):
             updates[client] = _flat(reply.content["arrays"]) - start
             entry.update_norm[client] = float(np.linalg.norm(updates[client]))
             entry.messages_received += 1
-            entry.bytes_received += _size(reply.content["arrays"])
+            entry.bytes_received += _size(reply)
         self.log.failures += sorted(failures)
         if not updates:
             if failures and dropped == len(failures):  # all dropped out: the model stays

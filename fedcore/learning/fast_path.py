@@ -116,11 +116,14 @@ def fast_train(
     momentum: float,
     seed: int,
     proximal_mu: float = 0.0,
+    correction: Sequence[torch.Tensor] | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> list[float]:
     """Train in place with SGD + momentum on the mean cross-entropy of each batch;
     return the mean training loss of every epoch. `proximal_mu` > 0 adds FedProx's
     proximal term `mu / 2 * ||w - w_start||^2` (its gradient: `mu * (w - w_start)`).
+    `correction` (one tensor per parameter, in `model.parameters()` order) is
+    subtracted, times the learning rate, after every step (SCAFFOLD's `c - c_i`).
 
     `on_epoch(epoch, loss)` (1-based epoch) lets a UI show progress. It equals
     `fedcore.learning.textbook.reference_train` for the same MLP (tested).
@@ -134,6 +137,9 @@ def fast_train(
     grads, velocity = torch.empty_like(weights), torch.zeros_like(weights)
     layers, layer_grads = _pairs(_views(weights, originals)), _pairs(_views(grads, originals))
     start_weights = weights.clone() if proximal_mu else None
+    flat_correction = None
+    if correction is not None:  # laid out as `weights`: each weight transposed (`_linear_layers`)
+        flat_correction = torch.cat([(c.t() if c.dim() == 2 else c).flatten() for c in correction])
     epoch_x = torch.empty_like(x)  # reused: a fresh 40 MB buffer per epoch costs page faults
     losses: list[float] = []
     with torch.no_grad(), flush_denormals():
@@ -150,6 +156,8 @@ def fast_train(
                     grads.add_(weights, alpha=proximal_mu).sub_(start_weights, alpha=proximal_mu)
                 velocity.mul_(momentum).add_(grads)  # v = m * v + g (v starts at 0: v = g)
                 weights.sub_(velocity, alpha=learning_rate)
+                if flat_correction is not None:  # outside the momentum, as NIID-Bench applies it
+                    weights.sub_(flat_correction, alpha=learning_rate)
             losses.append(total.item() / len(x))
             if on_epoch is not None:
                 on_epoch(epoch, losses[-1])

@@ -6,7 +6,7 @@ A ClientApp runs it in every federated round; an isolated model is round 1 of it
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -40,6 +40,13 @@ def round_sample(
     return torch.cat(draws)[:wanted]
 
 
+def local_sgd_steps(size: int, config: ExperimentConfig) -> int:
+    """How many SGD steps a client with `size` images takes in a round (SCAFFOLD's K,
+    FedNova's tau): `local_steps` batches an epoch, else all its images in batches,
+    the last one possibly short."""
+    return config.local_epochs * (config.local_steps or -(-size // config.batch_size))
+
+
 def drops_out(config: ExperimentConfig, client: int, server_round: int) -> bool:
     """Whether a sampled client fails to answer this round (the dropout setting):
     drawn from the seed, the client and the round, the same in every process."""
@@ -56,12 +63,15 @@ def train_on_partition(
     server_round: int,
     on_epoch: ClientEpochCallback | None = None,
     proximal_mu: float = 0.0,
+    correction: Sequence[torch.Tensor] | None = None,
     attacking: bool = False,
 ) -> list[float]:
     """Train `model` in place on the client's images; the mean loss of every epoch.
-    `proximal_mu`: FedProx's proximal term (the server sends it). `attacking`: the
-    client is one of the config's attackers, and the model ends as the weights its
-    attack sends (`fedcore.learning.attacks`)."""
+    `proximal_mu`: FedProx's proximal term (the server sends it). `correction`:
+    SCAFFOLD's `c - c_i`, one tensor per parameter, applied after every step
+    (`fedcore.learning.train.train`). `attacking`: the client is one of the config's
+    attackers, and the model ends as the weights its attack sends
+    (`fedcore.learning.attacks`)."""
     chosen = round_sample(partition.size, config, partition.client, server_round)
     indices = partition.indices[chosen]
     x, y = data.train_x[indices], data.train_y[indices]
@@ -79,6 +89,7 @@ def train_on_partition(
         momentum=config.momentum,
         seed=batch_order_seed(config.seed, partition.client, server_round),
         proximal_mu=proximal_mu,
+        correction=correction,
         on_epoch=None if on_epoch is None else lambda e, loss: on_epoch(partition.client, e, loss),
     )
     if attacking:

@@ -9,6 +9,8 @@ batch order: one `torch.randperm` per epoch from a generator seeded with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -27,13 +29,16 @@ def reference_train(
     momentum: float,
     seed: int,
     proximal_mu: float = 0.0,
+    correction: Sequence[torch.Tensor] | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> list[float]:
     """Train in place with SGD + momentum on the mean cross-entropy of each batch;
     return the mean training loss of every epoch (`on_epoch(epoch, loss)` after each).
 
     `proximal_mu` > 0 adds FedProx's proximal term `mu / 2 * ||w - w_start||^2`
-    to what is minimized (the reported loss stays the cross-entropy)."""
+    to what is minimized (the reported loss stays the cross-entropy). `correction`
+    (one tensor per parameter) is subtracted, times the learning rate, after every
+    step, outside the momentum (SCAFFOLD's `c - c_i`, as NIID-Bench applies it)."""
     if len(x) == 0:
         raise ValueError("cannot train on an empty dataset")
     use_one_thread()
@@ -57,6 +62,10 @@ def reference_train(
                 optimizer.zero_grad()
                 (loss + proximal_mu / 2 * proximal if proximal_mu else loss).backward()
                 optimizer.step()
+                if correction is not None:
+                    with torch.no_grad():
+                        for p, c in zip(model.parameters(), correction, strict=True):
+                            p.sub_(c, alpha=learning_rate)
                 total += loss.item() * len(batch_y)
             losses.append(total / len(x))
             if on_epoch is not None:

@@ -6,6 +6,8 @@ same MLP (tested), so which one ran never shows in the numbers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -25,10 +27,13 @@ def train(
     momentum: float,
     seed: int,
     proximal_mu: float = 0.0,
+    correction: Sequence[torch.Tensor] | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> list[float]:
     """Train in place with SGD + momentum (FedProx's proximal term if `proximal_mu` > 0);
-    return the mean training loss of every epoch. `on_epoch(epoch, loss)` (1-based)
+    return the mean training loss of every epoch. `correction`, one tensor per
+    parameter in `model.parameters()` order, is subtracted times the learning rate
+    after every step (SCAFFOLD's `c - c_i`). `on_epoch(epoch, loss)` (1-based)
     lets a UI show progress."""
     loop = fast_train if isinstance(model, MLP) else reference_train
     return loop(
@@ -41,5 +46,6 @@ def train(
         momentum=momentum,
         seed=seed,
         proximal_mu=proximal_mu,
+        correction=correction,
         on_epoch=on_epoch,
     )
