@@ -589,7 +589,9 @@ def _():
         (199,210 weights). `cnn`: McMahan et al.'s CNN for MNIST, two 5x5
         convolutions (32 and 64 channels) each followed by 2x2 max pooling, a
         512-unit layer and the 10 outputs (1,663,370 weights): the most accurate,
-        and much slower on a CPU.
+        and much slower on a CPU. `lenet`: NIID-Bench's simple CNN (Li et al.
+        2022), 5x5 convolutions of 6 and 16 channels, then 120, 84 and 10 units
+        (44,426 weights).
         """
     )
     return
@@ -894,6 +896,35 @@ def _(get_kept_runs, pin_select):
             mo.hstack([compare.compare_download(_pinned)], justify="start"),
         ]
     )
+    return
+
+
+@app.cell(hide_code=True)
+def _():
+    table_file = compare.reproduced_table_input()
+    mo.vstack(
+        [
+            mo.md(
+                r"""
+                ### A paper reproduced
+
+                `python -m fedcore reproduce TABLE --out DIR` runs a published table
+                (McMahan et al. 2017's Tables 1 and 2, NIID-Bench's MNIST rows) and
+                writes `DIR/TABLE.csv`. Load it here to see it against the paper's
+                figures; [docs/reproduction.md](docs/reproduction.md) has the tables
+                measured on one machine.
+                """
+            ),
+            table_file,
+        ]
+    )
+    return (table_file,)
+
+
+@app.cell(hide_code=True)
+def _(table_file):
+    mo.stop(not table_file.value)
+    compare.reproduced_table_view(table_file.value[0].name, table_file.value[0].contents)
     return
 
 

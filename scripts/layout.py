@@ -16,6 +16,7 @@ FOLDERS = (
     "flower",
     "engine",
     "report",
+    "reproduction",
     "app",
     "deploy",
     "cli",

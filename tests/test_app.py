@@ -172,7 +172,7 @@ def test_browser_changes_a_control_and_the_page_follows(running_app):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--rounds", "1001"], "num_rounds must be between 1 and 1000, got 1001"),
+        (["--rounds", "10001"], "num_rounds must be between 1 and 10000, got 10001"),
         (["--exclude", "1,3,7;2,5,8"], "excluded digits are given for 2 clients, but there are 3"),
         (["--epoch", "1"], "unknown setting(s) --epoch 1"),
         (["--data-dir", "/no/such/mnist"], "/no/such/mnist: data folder not found"),

@@ -68,7 +68,7 @@ def test_unknown_run_config_key_is_named():
             "num_clients must be between 2 and 100, got 1",
         ),
         ({"num_clients": 101}, "num_clients must be between 2 and 100, got 101"),
-        ({"num_rounds": 0}, "num_rounds must be between 1 and 1000, got 0"),
+        ({"num_rounds": 0}, "num_rounds must be between 1 and 10000, got 0"),
         ({"local_epochs": 21}, "local_epochs must be between 1 and 20, got 21"),
         ({"local_epochs": 2.5}, "local_epochs must be a whole number, got 2.5"),
         ({"batch_size": 0}, "batch_size must be between 1 and 60000, got 0"),

@@ -37,7 +37,8 @@ def without_timings(value):
 # Written since the files were (issues 21 and 22), with the values a run without an
 # attack, the curious server or local steps has.
 NO_ATTACK = {
-    "config": {"attack": "none", "attackers": "0", "leakage": "off", "local_steps": 0},
+    "config": {"attack": "none", "attackers": "0", "leakage": "off", "local_steps": 0,
+               "stop_at_target": "no"},
     "federated": {"attack_success": None, "leakage": None},
     "history": {"kept_clients": None, "attack_success": None},
     "row": {"attack": "none", "attackers": "0", "attack_success": None, "attackers_kept": None,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedcore.learning.models import CNN, MLP, MODELS, build_model
+from fedcore.learning.models import CNN, MLP, MODELS, LeNet, build_model
 from fedcore.learning.textbook import reference_train
 from fedcore.learning.train import train
 
@@ -26,9 +26,9 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def test_the_model_names():
-    assert MODELS == ("mlp", "2nn", "cnn")
+    assert MODELS == ("mlp", "2nn", "cnn", "lenet")
     assert type(build_model(0, "mlp")) is MLP and type(build_model(0, "2nn")) is MLP
-    assert type(build_model(0, "cnn")) is CNN
+    assert type(build_model(0, "cnn")) is CNN and type(build_model(0, "lenet")) is LeNet
 
 
 @pytest.mark.parametrize("kind", MODELS)
@@ -57,6 +57,10 @@ def test_parameter_counts():
     assert parameter_count(build_model(0, "mlp")) == 784 * 128 + 128 + 128 * 10 + 10
     assert parameter_count(build_model(0, "2nn")) == 199_210  # McMahan et al. 2017
     assert parameter_count(build_model(0, "cnn")) == 1_663_370  # McMahan et al. 2017
+    # NIID-Bench's SimpleCNNMNIST: conv 6 and 16 (5x5), then 256-120-84-10
+    assert parameter_count(build_model(0, "lenet")) == (
+        6 * 25 + 6 + 16 * 6 * 25 + 16 + 256 * 120 + 120 + 120 * 84 + 84 + 84 * 10 + 10
+    )
 
 
 def test_default_mlp_is_the_former_net():

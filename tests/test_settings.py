@@ -41,7 +41,8 @@ def test_cli_flags_and_run_config_keys_round_trip_every_setting(mnist_dir):
         strategy="fedprox:mu=0.5", privacy="server:noise=0.8", attack="noise:std=0.5",
         attackers="2,4", leakage="optimise", num_rounds=5, local_epochs=2, local_steps=3,
         batch_size=32, learning_rate=0.05, momentum=0.5, fraction_train=0.5,
-        min_train_clients=2, dropout=0.1, target_accuracy=90.0, seed=7, data_dir=str(mnist_dir),
+        min_train_clients=2, dropout=0.1, target_accuracy=90.0, stop_at_target="yes", seed=7,
+        data_dir=str(mnist_dir),
     )  # fmt: skip
     assert all(getattr(changed, s.name) != s.default for s in SETTINGS)
     with_exclusions = changed.replace(split="exclude", excluded_digits=((1,), (2, 3), (), (9,)))

@@ -19,9 +19,14 @@ import marimo as mo
 
 from fedcore.experiment.results import ExperimentResult, ResultsError
 from fedcore.experiment.results_file import MEGABYTE
-from fedcore.report import tables, text
+from fedcore.report import charts, tables, text
 from fedcore.report.html import report_html
 from fedcore.report.labels import percent
+from fedcore.reproduction.table_file import (
+    MAX_TABLE_BYTES,
+    TableFileError,
+    read_reproduced_table,
+)
 
 # A results file of 1000 rounds is about 1 MB for 2 clients of 1 epoch, some 15 MB for
 # 20 clients of 20 epochs (the page's most clients); `python -m fedcore report` takes
@@ -192,4 +197,41 @@ def pin_select(
         label=label,
         on_change=on_change,
         full_width=True,
+    )
+
+
+def reproduced_table_input() -> mo.ui.file:
+    """Where a reproduced table is loaded (refused over `MAX_TABLE_BYTES` in the
+    browser, and again on the server)."""
+    return mo.ui.file(
+        filetypes=[".csv"],
+        max_size=MAX_TABLE_BYTES,
+        label="Load a reproduced table (TABLE.csv from `python -m fedcore reproduce`)",
+    )
+
+
+def reproduced_table_view(name: str, contents: bytes) -> mo.Html:
+    """A reproduced table drawn against the paper's figures (fedcore's own transcription,
+    not the file's), with the rows as text; one line if the file is not one."""
+    try:
+        reproduced = read_reproduced_table(name, contents)
+    except TableFileError as error:
+        return not_loaded(error)
+    table = reproduced.table
+    number = "{:.0f}" if table.measure == "rounds" else "{:.1f}"
+    rows = [
+        [
+            row.key,
+            "—" if row.paper is None else number.format(row.paper),
+            "—" if value is None else number.format(value),
+            "" if value is None or not row.paper else f"{value / row.paper:.2f}",
+        ]
+        for row, value in reproduced.measured
+    ]
+    return mo.vstack(
+        [
+            mo.md(f"**{html.escape(table.name)}**: {html.escape(table.citation)}."),
+            charts.reproduction_chart(reproduced.frame(), table.measure, table.title),
+            text_table(["row", "paper", "measured", "measured / paper"], rows),
+        ]
     )

@@ -227,8 +227,8 @@ def leakage_views(result: ExperimentResult) -> list[object]:
     pixels = tables.reconstructions(leaked)
     if len(pixels):
         views.append(charts.reconstruction_chart(pixels))
-    elif config.model == "cnn" and config.leakage == "analytic":
-        note = "the CNN's first layer is a convolution: try the optimise attack"
+    elif config.model in ("cnn", "lenet") and config.leakage == "analytic":
+        note = "a CNN's first layer is a convolution: try the optimise attack"
         views.append(mo.md(f"_No reconstruction: {note}._"))
     return views
 

@@ -1,6 +1,8 @@
 """`python -m fedcore run ...` (headless runs for scripts, checks and benchmarks),
-`python -m fedcore privacy ...` (what a curious server learns, under a defense) and
-`python -m fedcore report ...` (a report to share from results files).
+`python -m fedcore privacy ...` (what a curious server learns, under a defense),
+`python -m fedcore sweep ...` and `python -m fedcore reproduce TABLE ...` (a grid of runs,
+or a paper's table, cached and resumable) and `python -m fedcore report ...` (a report
+to share from results files).
 
 Errors a user can fix (a setting, a data file, an --out that cannot be written)
 end as one line on stderr and exit code 2 (settings, --out) or 1 (data, runs);
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from fedcore.report.text import format_table
 from fedcore.storage import atomic_write_text, check_writable, os_error_text
 
 DEFAULTS = ExperimentConfig()
+BY_FLAG_HELP = {setting.flag: setting.help for setting in SETTINGS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +98,35 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--figures", metavar="DIR", help="also write every chart as SVG and PNG into DIR"
     )
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="a published table (McMahan et al. 2017, NIID-Bench) reproduced: a sweep "
+        "(cached, resumable) written as TABLE.csv and TABLE.md beside the paper's figures",
+        allow_abbrev=False,
+    )
+    reproduce.add_argument(
+        "table", metavar="TABLE", help="mcmahan2017-table1, mcmahan2017-table2 or niid-bench-mnist"
+    )
+    reproduce.add_argument(
+        "--rows",
+        help="the rows to run, ';' between rows, each the words its key must hold (e.g. "
+        "'2nn,iid,B=10,C=0.1' or '2nn,iid'); default: every row but the CNN's",
+    )
+    reproduce.add_argument("--seeds", type=int, default=1, help="seeds per row (default 1)")
+    reproduce.add_argument(
+        "--lrs", metavar="LR,LR", help="the learning-rate grid (default: the table's)"
+    )
+    reproduce.add_argument(
+        "--quick", action="store_true", help="the table's short preset for this machine"
+    )
+    reproduce.add_argument(
+        "--max-rounds",
+        type=int,
+        metavar="N",
+        help="at most N rounds a row (default: twice the paper's figure, or the table's)",
+    )
+    reproduce.add_argument("--data-dir", default="", help=BY_FLAG_HELP["--data-dir"])
+    reproduce.add_argument("--out", required=True, help="folder for TABLE.csv, TABLE.md, TABLE/")
     commands.add_parser(  # parsed by fedcore.deploy.command (see main)
         "deploy",
         help="the experiment on Flower's deployment engine with TLS and SuperNode "
@@ -239,8 +272,7 @@ class SweepProgress:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from fedcore.engine import Engine
-    from fedcore.engine.sweep import SweepFolderError, claim_folder, grid, run_sweep
+    from fedcore.engine.sweep import grid, run_sweep
     from fedcore.experiment.from_text import parse_vary
 
     try:
@@ -249,13 +281,36 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(f"fedcore: invalid setting: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    code = drive_sweep(
+        out,
+        cells,
+        lambda run, progress: run_sweep(
+            cells, out, run, progress.on_cell, progress.on_event, progress.note
+        ),
+    )
+    if code == 0:
+        print(f"sweep table written to {out / 'sweep.csv'} and {out / 'sweep.json'}")
+    return code
+
+
+def drive_sweep(
+    folder: Path,
+    cells: Sequence[Any],
+    start: Callable[[Callable[..., ExperimentResult], SweepProgress], Iterable[Any]],
+) -> int:
+    """Claim `folder` for `cells`, then run what `start(run, progress)` iterates
+    through one engine, with a progress bar; every failure is one line, and an
+    interruption keeps the finished cells. The exit code."""
+    from fedcore.engine import Engine
+    from fedcore.engine.sweep import SweepFolderError, claim_folder
+
     try:
-        claim_folder(out, cells)
+        claim_folder(folder, cells)
     except SweepFolderError as error:
         print(f"fedcore: sweep: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(unwritable_out(out, error), file=sys.stderr)
+        print(unwritable_out(folder, error), file=sys.stderr)
         return 2
     progress = SweepProgress(len(cells))
     try:
@@ -266,7 +321,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                 handle.subscribe(on_event)
                 return handle.result()
 
-            for _ in run_sweep(cells, out, run, progress.on_cell, progress.on_event, progress.note):
+            for _ in start(run, progress):
                 pass
     except EngineError as error:
         print(f"\nfedcore: sweep cell {progress.cell} failed: {error}", file=sys.stderr)
@@ -274,20 +329,50 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     except OSError as error:  # the disk filled up, or the folder went, mid-sweep
         print(
             f"\nfedcore: sweep: cannot write ({os_error_text(error)}); the finished cells "
-            f"are kept in {out / 'cells'}",
+            f"are kept in {folder / 'cells'}",
             file=sys.stderr,
         )
         return 1
     except KeyboardInterrupt:  # counted on disk: a cell written just before Ctrl-C counts
-        kept = sum((out / "cells" / cell.file_name).is_file() for cell in cells)
+        kept = sum((folder / "cells" / cell.file_name).is_file() for cell in cells)
         print(
             f"\nfedcore: sweep interrupted after {kept} of {len(cells)} cells; the finished "
-            f"cells are kept in {out / 'cells'}: run the same command to go on",
+            f"cells are kept in {folder / 'cells'}: run the same command to go on",
             file=sys.stderr,
         )
         return 130
-    print(f"sweep table written to {out / 'sweep.csv'} and {out / 'sweep.json'}")
     return 0
+
+
+def run_reproduce_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from fedcore.reproduction.reproduce import make_plan, reproduce, sweep_folder
+
+    try:
+        plan = make_plan(
+            args.table,
+            rows=args.rows,
+            seeds=args.seeds,
+            learning_rates=args.lrs,
+            quick=args.quick,
+            max_rounds=args.max_rounds,
+            data_dir=args.data_dir,
+        )
+    except ConfigError as error:
+        print(f"fedcore: reproduce: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    command = "python -m fedcore " + " ".join(shlex.quote(part) for part in argv)
+    code = drive_sweep(
+        sweep_folder(out, plan),
+        plan.cells(),
+        lambda run, progress: reproduce(
+            plan, out, run, command, progress.on_cell, progress.on_event, progress.note
+        ),
+    )
+    if code == 0:
+        name = plan.table.name
+        print(f"{name} written to {out / (name + '.csv')} and {out / (name + '.md')}")
+    return code
 
 
 def privacy_config(config: ExperimentConfig, defense: str | None) -> ExperimentConfig:
@@ -312,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return write_report(args)
     if args.command == "sweep":
         return run_sweep_command(args)
+    if args.command == "reproduce":
+        return run_reproduce_command(args, argv)
     try:
         config = config_from_args(args)
         if args.command == "privacy":

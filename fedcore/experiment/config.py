@@ -101,6 +101,7 @@ class ExperimentConfig:
     min_train_clients: int = BY_NAME["min_train_clients"].default  # type: ignore[assignment]
     dropout: float = BY_NAME["dropout"].default  # type: ignore[assignment]
     target_accuracy: float = BY_NAME["target_accuracy"].default  # type: ignore[assignment]
+    stop_at_target: str = BY_NAME["stop_at_target"].default  # type: ignore[assignment]
     seed: int = BY_NAME["seed"].default  # type: ignore[assignment]
     data_dir: str = BY_NAME["data_dir"].default  # type: ignore[assignment]
 

@@ -368,7 +368,11 @@ def agreement(result: Any) -> None:
 
 def _check_history(federated: Any, config: ExperimentConfig) -> None:
     history = federated.history
-    _length(history, config.num_rounds + 1, "federated.history", "rounds and round 0")
+    reached = federated.rounds_to_target
+    if config.stop_at_target == "yes" and reached is not None:  # it ended at the target
+        _length(history, reached + 1, "federated.history", "rounds to the target and round 0")
+    else:
+        _length(history, config.num_rounds + 1, "federated.history", "rounds and round 0")
     for index, entry in enumerate(history):
         where = f"federated.history[{index}]"
         if entry.round != index:
@@ -388,7 +392,6 @@ def _check_history(federated: Any, config: ExperimentConfig) -> None:
         raise Problem("federated.accuracy", "is not the last round's accuracy")
     if federated.attack_success != history[-1].attack_success:
         raise Problem("federated.attack_success", "is not the last round's attack success")
-    reached = federated.rounds_to_target
     if reached is not None and not 1 <= reached <= config.num_rounds:
         raise Problem("federated.rounds_to_target", f"{reached!r} is not one of the rounds")
     if (federated.leakage is None) != (config.leakage == "off"):

@@ -60,8 +60,9 @@ SETTINGS: tuple[Setting, ...] = (
             "excluded digits per client, ';' between clients (default: the reference, cycled; "
             "the exclude split only)", control="own"),
     Setting("model", str, "mlp", "model", "--model", "Model",
-            "mlp (784-128-10), 2nn (784-200-200-10, McMahan et al.) or cnn (McMahan et al.)",
-            control="own", choices=("mlp", "2nn", "cnn")),
+            "mlp (784-128-10), 2nn (784-200-200-10, McMahan et al.), cnn (McMahan et al.) or "
+            "lenet (conv 6, conv 16, 120, 84: NIID-Bench's simple CNN)",
+            control="own", choices=("mlp", "2nn", "cnn", "lenet")),
     Setting("strategy", str, "fedavg", "strategy", "--strategy", "Strategy",
             "Flower's aggregation rule and its main parameters: fedavg, fedprox:mu=0.1, "
             "fedavgm:lr=1,momentum=0.9, fedadam:eta=0.1,tau=0.001, fedyogi:eta=0.01,tau=0.001, "
@@ -94,7 +95,7 @@ SETTINGS: tuple[Setting, ...] = (
             "layer); optimise (also an optimisation attack in the style of DLG: small batches "
             "and few local steps only)", control="own", choices=("off", "analytic", "optimise")),
     Setting("num_rounds", int, 3, "num-server-rounds", "--rounds", "Federated rounds",
-            "federated rounds", 1, 1000, control="slider", app_high=50),
+            "federated rounds", 1, 10_000, control="slider", app_high=50),
     Setting("local_epochs", int, 10, "local-epochs", "--epochs", "Local epochs",
             "epochs each client trains per round, and the isolated models' epochs", 1, 20,
             control="slider"),
@@ -122,6 +123,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Target test accuracy (%)",
             "the results say after how many rounds the global model first reached this test "
             "accuracy (percent)", 0.0, 100.0, low_open=True, step=0.5),
+    Setting("stop_at_target", str, "no", "stop-at-target", "--stop-at-target",
+            "Stop at the target", "yes: the federated run ends after the first round that "
+            "reaches the target accuracy (rounds-to-target tables need no more)",
+            control="own", choices=("no", "yes")),
     Setting("seed", int, 42, "seed", "--seed", "Seed",
             "seeds the split, the initial weights, the batch order and client sampling",
             0, 2**31 - 1, step=1),
@@ -135,7 +140,7 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 APP_LIMITS_WHY = (
     "The page's sliders stop at 20 clients and 50 rounds: beyond that a run takes minutes "
     "and its charts stop being readable. The CLI, sweeps and `flwr run .` take up to 100 "
-    "clients and 1000 rounds."
+    "clients and 10,000 rounds."
 )
 
 

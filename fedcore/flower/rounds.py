@@ -133,6 +133,12 @@ def wait_for_supernodes(grid: Grid, expected: int, stop: threading.Event) -> Non
     raise FederatedRunError("the simulation engine stopped before every SuperNode connected")
 
 
+class TargetReached(Exception):
+    """Raised after the round that reached the target, under `stop_at_target`: Flower's
+    strategies run every round they were given, so ending early means leaving their
+    loop (between rounds, with no message outstanding)."""
+
+
 class RoundRecorder:
     """The run, round by round: the global model's scores after each round, the
     clients' losses and failures (`log`, kept by the strategy), and progress events."""
@@ -178,8 +184,15 @@ class RoundRecorder:
         )
         self.confusions[server_round] = evaluation.confusion
         self.report("round-done", server_round)
+        if self.stops_here(server_round):
+            raise TargetReached
         if server_round < self.config.num_rounds:
             self.report("round-start", server_round + 1)
+
+    def stops_here(self, server_round: int) -> bool:
+        """Whether the run ends after this round: with `stop_at_target`, the round that
+        first reached the target."""
+        return self.config.stop_at_target == "yes" and self.rounds_to_target() == server_round
 
     def on_reply(self, reply: Message) -> None:
         """Each client update as it arrives (the round in progress follows the last recorded)."""
@@ -267,20 +280,23 @@ def run_federated(
         for watcher in watchers:
             watcher(sent, reply)
 
-    if config.privacy_kind == "secagg":
-        secure = ReportingGrid(grid, training_replies(recorder.on_reply), stop, watch)
-        largest = max(p.size for p in evaluation.partitions)  # SecAgg+'s max_weight
-        run_secure_aggregation(
-            secure, config, initial, evaluation, recorder.log, ROUND_TIMEOUT_SECONDS, largest
-        )
-    else:
-        build_strategy(config, recorder.log).start(
-            grid=ReportingGrid(grid, recorder.on_reply, stop, watch),
-            initial_arrays=initial,
-            num_rounds=config.num_rounds,
-            timeout=ROUND_TIMEOUT_SECONDS,
-            train_config=ConfigRecord(),
-            evaluate_fn=evaluation,
-        )
+    try:
+        if config.privacy_kind == "secagg":
+            secure = ReportingGrid(grid, training_replies(recorder.on_reply), stop, watch)
+            largest = max(p.size for p in evaluation.partitions)  # SecAgg+'s max_weight
+            run_secure_aggregation(
+                secure, config, initial, evaluation, recorder.log, ROUND_TIMEOUT_SECONDS, largest
+            )
+        else:
+            build_strategy(config, recorder.log).start(
+                grid=ReportingGrid(grid, recorder.on_reply, stop, watch),
+                initial_arrays=initial,
+                num_rounds=config.num_rounds,
+                timeout=ROUND_TIMEOUT_SECONDS,
+                train_config=ConfigRecord(),
+                evaluate_fn=evaluation,
+            )
+    except TargetReached:
+        pass
     result = recorder.result()
     return result if curious is None else dataclasses.replace(result, leakage=curious.leakage())

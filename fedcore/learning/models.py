@@ -3,8 +3,9 @@
 - "mlp": the spec's MLP, 784-128-10 (the default).
 - "2nn": McMahan et al. 2017's 2NN, 784-200-200-10.
 - "cnn": McMahan et al. 2017's CNN for MNIST (1,663,370 parameters).
+- "lenet": NIID-Bench's simple CNN (Li et al. 2022), LeNet-5's shape: 44,426 parameters.
 
-All three take flattened (n, 784) images. There is no `Net` class any more:
+All four take flattened (n, 784) images. There is no `Net` class any more:
 the architecture is a setting, so callers build models with
 `build_model(seed, kind)`. An `MLP()` with its default hidden layer has the
 old `Net`'s state_dict (same keys, same shapes).
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 NUM_CLASSES = 10
-MODELS = ("mlp", "2nn", "cnn")
+MODELS = ("mlp", "2nn", "cnn", "lenet")
 
 
 class MLP(nn.Module):
@@ -65,10 +66,37 @@ class CNN(nn.Module):
         return self.layers(x.reshape(-1, 1, 28, 28))
 
 
+class LeNet(nn.Module):
+    """NIID-Bench's `SimpleCNNMNIST` (Li et al. 2022, the model of its MNIST rows):
+    5x5 convolutions of 6 and 16 channels without padding, each followed by ReLU and
+    2x2 max pooling, then 256-120-84-10 fully connected with ReLU between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(1, 6, kernel_size=5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, kernel_size=5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * 4 * 4, 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, NUM_CLASSES),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x.reshape(-1, 1, 28, 28))
+
+
 _CONSTRUCTORS: dict[str, Callable[[], nn.Module]] = {
     "mlp": MLP,
     "2nn": lambda: MLP(hidden=(200, 200)),
     "cnn": CNN,
+    "lenet": LeNet,
 }
 
 _INIT_LOCK = threading.Lock()

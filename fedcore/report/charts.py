@@ -733,3 +733,27 @@ def clients_answered_chart(answers: pd.DataFrame) -> alt.LayerChart:
     )
     title = titled("Clients that answered, per round (tick: clients asked)", note)
     return alt.layer(bars, asked, title=title).properties(width=320, height=200)
+
+
+def reproduction_chart(figures: pd.DataFrame, measure: str, title: str) -> alt.Chart:
+    """A reproduced table against the paper: one line a row, the published figure and
+    the measured one as two marks (from `ReproducedTable.frame`). Rounds on a log
+    scale: the rows span 16 to 4,278."""
+    rounds = measure == "rounds"
+    colors = alt.Scale(domain=["paper", "measured"], range=["#bab0ac", "#4c78a8"])
+    return (
+        alt.Chart(figures, title=title)
+        .mark_point(filled=True, size=80)
+        .encode(
+            x=alt.X(
+                "value:Q",
+                title="rounds to the target" if rounds else "test accuracy (%)",
+                scale=alt.Scale(type="log") if rounds else alt.Scale(domain=[0, 100]),
+            ),
+            y=alt.Y("row:N", title=None, sort=None),
+            color=alt.Color("kind:N", title=None, scale=colors),
+            shape=alt.Shape("kind:N", title=None, sort=["paper", "measured"]),
+            tooltip=["row:N", "kind:N", alt.Tooltip("value:Q", format=".4g")],
+        )
+        .properties(width=420)
+    )
