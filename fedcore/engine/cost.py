@@ -37,6 +37,7 @@ MODEL_COSTS: dict[str, ModelCost] = {
     "mlp": ModelCost(example=1.24e-05, step=2.89e-04, test_example=4.89e-06),
     "2nn": ModelCost(example=2.46e-05, step=3.54e-04, test_example=7.23e-06),
     "cnn": ModelCost(example=1.47e-03, step=1.71e-02, test_example=1.12e-03),
+    "lenet": ModelCost(example=4.27e-05, step=7.98e-04, test_example=5.94e-05),
 }
 ROUND_SECONDS = 0.033  # a round beyond its training and scoring: Flower's messages, the engine
 JOB_SECONDS = 0.01  # a job beyond its rounds: the data, the split, the results
