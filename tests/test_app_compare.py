@@ -225,7 +225,7 @@ def test_compare_a_lab_run_and_a_results_file(mnist_dir, tmp_path):
                 log, _ = reference.communicate(timeout=120)
                 assert reference.returncode == 0, log
                 expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
-                page.locator("input[type=file]").set_input_files([results, bad])
+                page.locator("input[type=file]").first.set_input_files([results, bad])
                 refused = page.get_by_text("Not loaded: bad.json: not a fedcore results file")
                 expect(refused).to_be_visible(timeout=30_000)
 
