@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
+from fedcore.engine.sweep import to_csv
 from fedcore.experiment.specs import ConfigError
 from fedcore.reproduction.reproduce import (
     Measured,
     best_rate,
     make_plan,
     summary_row,
-    to_csv,
     to_markdown,
 )
 from fedcore.reproduction.table_file import TableFileError, read_reproduced_table
@@ -73,12 +73,12 @@ def test_a_plan_leaves_the_heavy_rows_out_unless_named() -> None:
     plan = make_plan("mcmahan2017-table1")
     assert len(plan.rows) == 20 and len(plan.skipped) == 20
     assert all(row.key.startswith("2nn") for row in plan.rows)
-    assert len(plan.cells()) == 20 * len(plan.learning_rates)
+    assert len(plan.cells) == 20 * len(plan.learning_rates)
     named = make_plan(
         "mcmahan2017-table1", rows="cnn,iid,B=10,C=0.1", seeds=2, learning_rates="0.1"
     )
     assert [row.key for row in named.rows] == ["cnn,iid,E=5,B=10,C=0.1"] and not named.skipped
-    assert [c.config.seed for c in named.cells()] == [42, 43]
+    assert [c.config.seed for c in named.cells] == [42, 43]
     with pytest.raises(ConfigError, match="unknown table 'table9'"):
         make_plan("table9")
     with pytest.raises(ConfigError, match="learning_rate"):

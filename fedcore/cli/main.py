@@ -25,7 +25,7 @@ from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.from_text import parse_value
 from fedcore.experiment.progress import Progress
 from fedcore.experiment.results import ExperimentResult, ResultsError
-from fedcore.experiment.settings import SETTINGS, Setting
+from fedcore.experiment.settings import BY_NAME, SETTINGS, Setting
 from fedcore.experiment.specs import ConfigError, parse_defense
 from fedcore.privacy.summary import privacy_summary
 from fedcore.report.labels import percent
@@ -33,7 +33,6 @@ from fedcore.report.text import format_table
 from fedcore.storage import atomic_write_text, check_writable, os_error_text
 
 DEFAULTS = ExperimentConfig()
-BY_FLAG_HELP = {setting.flag: setting.help for setting in SETTINGS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="at most N rounds a row (default: twice the paper's figure, or the table's)",
     )
-    reproduce.add_argument("--data-dir", default="", help=BY_FLAG_HELP["--data-dir"])
+    reproduce.add_argument("--data-dir", default="", help=BY_NAME["data_dir"].help)
     reproduce.add_argument("--out", required=True, help="folder for TABLE.csv, TABLE.md, TABLE/")
     commands.add_parser(  # parsed by fedcore.deploy.command (see main)
         "deploy",
@@ -364,7 +363,7 @@ def run_reproduce_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
     command = "python -m fedcore " + " ".join(shlex.quote(part) for part in argv)
     code = drive_sweep(
         sweep_folder(out, plan),
-        plan.cells(),
+        plan.cells,
         lambda run, progress: reproduce(
             plan, out, run, command, progress.on_cell, progress.on_event, progress.note
         ),

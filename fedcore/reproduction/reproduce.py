@@ -10,8 +10,7 @@ not reached in every seed has no figure, and says in how many it was.
 
 from __future__ import annotations
 
-import csv
-import io
+import functools
 import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fedcore.engine.cost import duration_text, estimate_seconds
-from fedcore.engine.sweep import Cell, Runner, run_sweep
+from fedcore.engine.sweep import Cell, Runner, run_sweep, to_csv
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.specs import ConfigError
 from fedcore.reproduction.tables import Row, Table, find_table, parse_learning_rates
@@ -48,7 +47,9 @@ class Plan:
             row, learning_rate, seed, self.quick, self.max_rounds, self.data_dir
         )
 
+    @functools.cached_property
     def cells(self) -> list[Cell]:
+        """Every row at every learning rate and seed, built once."""
         return [
             Cell(
                 {"row": row.key, "learning-rate": rate, "seed": seed},
@@ -100,7 +101,7 @@ def make_plan(
     )
     if not plan.rows:
         raise ConfigError(f"{name}: every chosen row is heavy here; name them with --rows")
-    plan.cells()  # each a valid experiment: an error now, not after an hour
+    _ = plan.cells  # each a valid experiment (built once): an error now, not after an hour
     return plan
 
 
@@ -192,15 +193,6 @@ def skipped_row(plan: Plan, row: Row) -> dict[str, Any]:
     }
 
 
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    columns = list(dict.fromkeys(key for r in rows for key in r))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _number(value: float | None, measure: str) -> str:
     if value is None:
         return "—"
@@ -260,7 +252,7 @@ def reproduce(
     """Run the plan's cells not finished earlier into `sweep_folder(out, plan)` (claim
     it first, as any sweep's folder), rewriting `out/TABLE.csv` and `out/TABLE.md`
     after every cell; yield the summary rows each time."""
-    cells = plan.cells()
+    cells = plan.cells
     measured = {row.key: Measured(row) for row in plan.rows}
     sweep = run_sweep(cells, sweep_folder(out, plan), run, on_cell, on_event, on_note)
     for cell, sweep_row in zip(cells, sweep, strict=False):
