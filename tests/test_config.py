@@ -65,9 +65,9 @@ def test_unknown_run_config_key_is_named():
     [
         (
             {"num_clients": 1, "excluded_digits": ((1,),)},
-            "num_clients must be between 2 and 100, got 1",
+            "num_clients must be between 2 and 10000, got 1",
         ),
-        ({"num_clients": 101}, "num_clients must be between 2 and 100, got 101"),
+        ({"num_clients": 10_001}, "num_clients must be between 2 and 10000, got 10001"),
         ({"num_rounds": 0}, "num_rounds must be between 1 and 10000, got 0"),
         ({"local_epochs": 21}, "local_epochs must be between 1 and 20, got 21"),
         ({"local_epochs": 2.5}, "local_epochs must be a whole number, got 2.5"),
@@ -136,10 +136,15 @@ def test_exclusions_belong_to_the_exclude_split():
 
 
 def test_scale_limits_and_min_clients():
-    config = ExperimentConfig(num_clients=100, split="iid", num_rounds=1000, batch_size=1)
-    assert (config.num_clients, config.num_rounds) == (100, 1000)
-    with pytest.raises(ConfigError, match="num_clients must be between 2 and 100"):
-        ExperimentConfig(num_clients=101, split="iid")
+    config = ExperimentConfig(
+        num_clients=10_000, split="iid", num_rounds=1000, batch_size=1, min_train_clients=10_000
+    )
+    assert (config.num_clients, config.num_rounds) == (10_000, 1000)
+    assert config.clients_per_round == 10_000
+    with pytest.raises(ConfigError, match="num_clients must be between 2 and 10000"):
+        ExperimentConfig(num_clients=10_001, split="iid")
+    with pytest.raises(ConfigError, match="min_train_clients must be between 1 and 10000"):
+        ExperimentConfig(num_clients=10_000, split="iid", min_train_clients=10_001)
     with pytest.raises(ConfigError, match="min_train_clients \\(4\\) is more than the 3"):
         ExperimentConfig(min_train_clients=4)
     with pytest.raises(ConfigError, match="model must be one of mlp, 2nn, cnn"):

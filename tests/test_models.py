@@ -26,8 +26,9 @@ def parameter_count(model: nn.Module) -> int:
 
 
 def test_the_model_names():
-    assert MODELS == ("mlp", "2nn", "cnn", "lenet")
+    assert MODELS == ("mlp", "2nn", "cnn", "lenet", "logreg")
     assert type(build_model(0, "mlp")) is MLP and type(build_model(0, "2nn")) is MLP
+    assert type(build_model(0, "logreg")) is MLP  # so the fast path trains it
     assert type(build_model(0, "cnn")) is CNN and type(build_model(0, "lenet")) is LeNet
 
 
@@ -78,6 +79,14 @@ def test_default_mlp_is_the_former_net():
         former = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
     assert same_weights(build_model(5), former)
     assert same_weights(build_model(5, "mlp"), former)
+
+
+def test_logreg_is_one_linear_layer():
+    """FLUTE's logistic regression: 784 -> 10, no hidden layer and no ReLU."""
+    model = build_model(0, "logreg")
+    assert [type(layer) for layer in model.layers] == [nn.Linear]
+    assert [tuple(p.shape) for p in model.parameters()] == [(10, 784), (10,)]
+    assert parameter_count(model) == 7_850
 
 
 def test_2nn_layers():

@@ -102,7 +102,7 @@ CRAFTED = {
     ),
     "a setting out of range": (
         changed("config.num_clients", 0),
-        "r.json: config: num_clients must be between 2 and 100, got 0",
+        "r.json: config: num_clients must be between 2 and 10000, got 0",
     ),
     "an unknown field": (changed("federated.hello", 1), "r.json: federated: unknown field 'hello'"),
     "a missing field": (

@@ -18,7 +18,7 @@ def config_with(setting, value) -> ExperimentConfig:
     changes = {setting.name: setting.kind(value)}
     if setting.name == "num_clients" and value >= 2:
         changes["excluded_digits"] = default_exclusions(int(value))
-    if setting.name == "min_train_clients" and 3 < value <= 100:  # as many clients at least
+    if setting.name == "min_train_clients" and 3 < value <= 10_000:  # as many clients at least
         changes |= {"num_clients": int(value), "excluded_digits": default_exclusions(int(value))}
     return ExperimentConfig(**changes)
 

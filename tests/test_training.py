@@ -55,7 +55,7 @@ def test_train_reports_each_epoch():
     assert seen == list(enumerate(losses, start=1))
 
 
-@pytest.mark.parametrize("kind", ["mlp", "2nn"])
+@pytest.mark.parametrize("kind", ["mlp", "2nn", "logreg"])
 @pytest.mark.parametrize("corrected", [False, True])
 def test_train_matches_autograd_and_torch_optim_sgd(kind, corrected):
     """The written-out passes and update, and `reference_train`, are torch.optim.SGD

@@ -48,7 +48,7 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("num_clients", int, 3, "num-clients", "--clients", "Clients",
-            "how many clients share the MNIST training set", 2, 100, control="slider",
+            "how many clients share the MNIST training set", 2, 10_000, control="slider",
             app_high=20),
     Setting("split", str, "exclude", "split", "--split", "Data split",
             "how the training set is split: exclude (IID, then each client's --exclude digits "
@@ -60,9 +60,10 @@ SETTINGS: tuple[Setting, ...] = (
             "excluded digits per client, ';' between clients (default: the reference, cycled; "
             "the exclude split only)", control="own"),
     Setting("model", str, "mlp", "model", "--model", "Model",
-            "mlp (784-128-10), 2nn (784-200-200-10, McMahan et al.), cnn (McMahan et al.) or "
-            "lenet (conv 6, conv 16, 120, 84: NIID-Bench's simple CNN)",
-            control="own", choices=("mlp", "2nn", "cnn", "lenet")),
+            "mlp (784-128-10), 2nn (784-200-200-10, McMahan et al.), cnn (McMahan et al.), "
+            "lenet (conv 6, conv 16, 120, 84: NIID-Bench's simple CNN) or logreg (784-10 "
+            "logistic regression, FLUTE's)",
+            control="own", choices=("mlp", "2nn", "cnn", "lenet", "logreg")),
     Setting("strategy", str, "fedavg", "strategy", "--strategy", "Strategy",
             "Flower's aggregation rule and its main parameters: fedavg, fedprox:mu=0.1, "
             "fedavgm:lr=1,momentum=0.9, fedadam:eta=0.1,tau=0.001, fedyogi:eta=0.01,tau=0.001, "
@@ -114,7 +115,7 @@ SETTINGS: tuple[Setting, ...] = (
             0.0, 1.0, low_open=True, control="slider", step=0.1),
     Setting("min_train_clients", int, 1, "min-train-clients", "--min-clients",
             "At least this many clients per round",
-            "fewest clients that train in a round, whatever the fraction", 1, 100, step=1,
+            "fewest clients that train in a round, whatever the fraction", 1, 10_000, step=1,
             app_high=20),
     Setting("dropout", float, 0.0, "dropout", "--dropout", "Client dropout",
             "probability that a sampled client fails to answer in a round (drawn from the seed)",
@@ -139,7 +140,7 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 APP_LIMITS_WHY = (
     "The page's sliders stop at 20 clients and 50 rounds: beyond that a run takes minutes "
-    "and its charts stop being readable. The CLI, sweeps and `flwr run .` take up to 100 "
+    "and its charts stop being readable. The CLI, sweeps and `flwr run .` take up to 10,000 "
     "clients and 10,000 rounds."
 )
 

@@ -4,8 +4,11 @@
 - "2nn": McMahan et al. 2017's 2NN, 784-200-200-10.
 - "cnn": McMahan et al. 2017's CNN for MNIST (1,663,370 parameters).
 - "lenet": NIID-Bench's simple CNN (Li et al. 2022), LeNet-5's shape: 44,426 parameters.
+- "logreg": logistic regression, 784-10 (7,850 parameters), the linear model of
+  FLUTE's (Microsoft's FL simulator, Dimitriadis et al. 2022) many-client runs: an
+  `MLP` with no hidden layer, so the fast path trains it like the other MLPs.
 
-All four take flattened (n, 784) images. There is no `Net` class any more:
+All five take flattened (n, 784) images. There is no `Net` class any more:
 the architecture is a setting, so callers build models with
 `build_model(seed, kind)`. An `MLP()` with its default hidden layer has the
 old `Net`'s state_dict (same keys, same shapes).
@@ -20,11 +23,12 @@ import torch
 from torch import nn
 
 NUM_CLASSES = 10
-MODELS = ("mlp", "2nn", "cnn", "lenet")
+MODELS = ("mlp", "2nn", "cnn", "lenet", "logreg")
 
 
 class MLP(nn.Module):
-    """`Linear(784, h1) -> ReLU -> ... -> Linear(hk, 10)` on flattened 28x28 images.
+    """`Linear(784, h1) -> ReLU -> ... -> Linear(hk, 10)` on flattened 28x28 images;
+    with no hidden layer (`hidden=()`), the one `Linear(784, 10)` of logistic regression.
 
     The linear layers sit at the even indices of `self.layers`; `training.train`
     relies on that layout for its written-out passes.
@@ -97,6 +101,7 @@ _CONSTRUCTORS: dict[str, Callable[[], nn.Module]] = {
     "2nn": lambda: MLP(hidden=(200, 200)),
     "cnn": CNN,
     "lenet": LeNet,
+    "logreg": lambda: MLP(hidden=()),
 }
 
 _INIT_LOCK = threading.Lock()
