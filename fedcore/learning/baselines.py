@@ -6,6 +6,13 @@ the federated run: the same initial weights, data, settings and batch order.
 So when a run has both phases and every client trains in round 1, the engine
 takes the isolated models from round 1 instead of training them twice
 (tested equal to `fit_isolated_model`).
+
+The isolated baseline stops at `MAX_ISOLATED_CLIENTS` clients (the federated run
+and the centralized baseline go on to 10,000): it is one model per client, each
+scored on the whole test set and on every other client's label mix (a clients x
+clients matrix in the results) and kept in the cache, so at 10,000 clients it
+would be 10,000 models on disk, 10,000 scorings of the test set and 10^8 numbers
+in a results file. `check_isolated` refuses it beyond that, in one line.
 """
 
 from __future__ import annotations
@@ -19,10 +26,25 @@ from fedcore.data.mnist import MnistData
 from fedcore.data.partition import ClientPartition
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.results import CentralizedResult, ClientResult
+from fedcore.experiment.specs import ConfigError
 from fedcore.learning.evaluation import evaluate, subset_accuracy
 from fedcore.learning.local import ClientEpochCallback, batch_order_seed, train_on_partition
 from fedcore.learning.models import build_model
 from fedcore.learning.train import train
+
+# Clients up to which the isolated baseline runs: the CLI's limit before it took 10,000
+MAX_ISOLATED_CLIENTS = 100
+
+
+def check_isolated(config: ExperimentConfig) -> None:
+    """`ConfigError` (one line, with what to run instead) for an isolated baseline
+    beyond `MAX_ISOLATED_CLIENTS` clients."""
+    if config.num_clients > MAX_ISOLATED_CLIENTS:
+        raise ConfigError(
+            f"the isolated baseline (phases isolated, story and all) trains, scores and keeps "
+            f"one model per client: up to {MAX_ISOLATED_CLIENTS} clients, not "
+            f"{config.num_clients}; run --phase federated or --phase centralized"
+        )
 
 
 def fit_isolated_model(
@@ -31,7 +53,9 @@ def fit_isolated_model(
     config: ExperimentConfig,
     on_epoch: ClientEpochCallback | None = None,
 ) -> tuple[nn.Module, list[float]]:
-    """Train one client's model from the shared initial weights; return it and its losses."""
+    """Train one client's model from the shared initial weights; return it and its
+    losses (`ConfigError` beyond `MAX_ISOLATED_CLIENTS` clients: `check_isolated`)."""
+    check_isolated(config)
     model = build_model(config.seed, config.model)
     losses = train_on_partition(model, data, partition, config, server_round=1, on_epoch=on_epoch)
     return model, losses
