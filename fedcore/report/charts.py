@@ -4,6 +4,11 @@ Every chart colours models the same way (`model_colors`): one colour per
 client, and a dark one for the federated model, so a reader follows
 "Client 2" from the split to the confusion matrices without a legend hunt.
 
+A chart draws the clients its table holds (a run of 10,000 clients that sampled
+10 a round: the clients that took part), one series each up to
+`MAX_CLIENT_SERIES` clients (lines, bars) or `MAX_CLIENT_ROWS` (heatmap rows);
+beyond, their mean and range (`client_summary`), and says so under its title.
+
 A chart draws at most altair's `MAX_ROWS` rows (its `MaxRowsError` guards
 every chart, and stays on): a chart of many rounds shows evenly spaced rounds,
 the first and the last among them, and says so under its title (`some_rounds`).
@@ -12,6 +17,7 @@ the first and the last among them, and says so under its title (`some_rounds`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import altair as alt
 import pandas as pd
@@ -27,6 +33,7 @@ from fedcore.report.labels import (
     TRAINED_ALONE,
     TRAINED_TOGETHER,
     client_name,
+    client_number,
 )
 
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756",
@@ -43,10 +50,14 @@ MAX_ROWS = 5000  # altair's own limit on one chart's rows (`alt.data_transformer
 MAX_BANDS = 101
 MAX_HEATMAP_ROUNDS = 60  # columns of the digit heatmap, 8 pixels or more each
 MAX_CONFUSIONS = 20  # confusion matrices drawn side by side
+MAX_CLIENT_SERIES = 20  # clients drawn a line or a bar each (the page's 20); beyond, a summary
+MAX_CLIENT_ROWS = 100  # clients drawn a heatmap row or a facet each; beyond, a summary or the first
+MAX_CLIENT_FACETS = 20  # clients drawn a panel each (what the server learned); the first beyond
+ISOLATED_MEAN_COLOR = "#8c8c8c"
 ROUND_AXIS = alt.Axis(labelAngle=0, labelOverlap="greedy")  # rounds, one band each
 REFERENCE_COLORS = alt.Scale(
     domain=[FEDERATED, CENTRALIZED, ISOLATED_MEAN, TARGET],
-    range=[FEDERATED_COLOR, CENTRALIZED_COLOR, "#8c8c8c", MISSING_COLOR],
+    range=[FEDERATED_COLOR, CENTRALIZED_COLOR, ISOLATED_MEAN_COLOR, MISSING_COLOR],
 )
 
 
@@ -72,14 +83,62 @@ def some_rounds(
         step += 1
 
 
-def titled(title: str, note: str | None) -> str | alt.TitleParams:
-    """A chart's title, with `note` (what it leaves out) under it when there is one."""
-    return title if note is None else alt.TitleParams(title, subtitle=note)
+def titled(title: str, *notes: str | None) -> str | alt.TitleParams:
+    """A chart's title, with its `notes` (what it leaves out, what it summarises)
+    under it when there are any."""
+    lines = [note for note in notes if note]
+    return title if not lines else alt.TitleParams(title, subtitle="; ".join(lines))
 
 
-def model_colors(num_clients: int, federated: bool = True, centralized: bool = False) -> alt.Scale:
-    domain = [client_name(i) for i in range(1, num_clients + 1)]
-    colors = PALETTE[:num_clients]
+def clients_in(names: pd.Series) -> list[int]:
+    """The client numbers among a table's model names (`"Client 3"`), sorted."""
+    return sorted({n for n in map(client_number, names.unique()) if n is not None})
+
+
+def client_summary(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """`by..., clients, mean, low, high`: `value` over the clients in each group of
+    `by` (how many gave one, their mean, their lowest and highest)."""
+    return (
+        table.dropna(subset=[value])
+        .groupby(by, as_index=False)[value]
+        .agg(clients="count", mean="mean", low="min", high="max")
+    )
+
+
+def _mean_and_range(
+    summary: pd.DataFrame, x: alt.X, y_title: str, tooltip: list, color: str = FEDERATED_COLOR
+) -> tuple[alt.Chart, alt.Chart, alt.Chart]:
+    """A `client_summary` drawn: the range as a band (and a rule at each point, which
+    shows it where the band has one point), the mean as a line with points."""
+    base = alt.Chart(summary).encode(x=x, tooltip=tooltip)
+    y, y2 = alt.Y("low:Q", title=y_title), alt.Y2("high:Q")
+    band = base.mark_area(opacity=0.2, color=color).encode(y=y, y2=y2)
+    rule = base.mark_rule(color=color, opacity=0.6).encode(y=y, y2=y2)
+    line = base.mark_line(point=alt.OverlayMarkDef(color=color), color=color).encode(
+        y=alt.Y("mean:Q", title=y_title)
+    )
+    return band, rule, line
+
+
+def _summary_tooltip(*fields: str | alt.Tooltip, digits: str = ".4f") -> list:
+    return [
+        *fields,
+        alt.Tooltip("clients:Q", title="clients", format=","),
+        alt.Tooltip("mean:Q", format=digits),
+        alt.Tooltip("low:Q", format=digits, title="lowest"),
+        alt.Tooltip("high:Q", format=digits, title="highest"),
+    ]
+
+
+def model_colors(
+    clients: int | Iterable[int], federated: bool = True, centralized: bool = False
+) -> alt.Scale:
+    """The models' colours: client k's the palette's ((k - 1) mod 10)th wherever it is
+    drawn, and dark ones for the federated and the centralized model. `clients`: the
+    numbers of the clients a chart draws, or a count n for clients 1 to n."""
+    numbers = range(1, clients + 1) if isinstance(clients, int) else sorted(set(clients))
+    domain = [client_name(c) for c in numbers]
+    colors = [PALETTE[(c - 1) % len(PALETTE)] for c in numbers]
     if federated:
         domain, colors = [*domain, FEDERATED], [*colors, FEDERATED_COLOR]
     if centralized:
@@ -87,8 +146,13 @@ def model_colors(num_clients: int, federated: bool = True, centralized: bool = F
     return alt.Scale(domain=domain, range=colors)
 
 
-def label_counts_chart(counts: pd.DataFrame, num_clients: int) -> alt.Chart:
-    """How many training images of each digit every client holds (gaps: excluded digits)."""
+def label_counts_chart(counts: pd.DataFrame, num_clients: int) -> alt.Chart | alt.LayerChart:
+    """How many training images of each digit every client holds (gaps: excluded
+    digits); beyond `MAX_CLIENT_SERIES` clients, per digit the clients' mean and range
+    (`digit_summary_chart`)."""
+    clients = sorted(counts["client"].unique())
+    if len(clients) > MAX_CLIENT_SERIES:
+        return digit_summary_chart(counts, "Training images per digit, per client")
     data = counts.assign(model=counts["client"].map(client_name))
     return (
         alt.Chart(data, title="Training images per digit, per client")
@@ -98,12 +162,34 @@ def label_counts_chart(counts: pd.DataFrame, num_clients: int) -> alt.Chart:
             xOffset=alt.XOffset("model:N", sort=None),
             y=alt.Y("count:Q", title="training images"),
             color=alt.Color(
-                "model:N", title="client", scale=model_colors(num_clients, federated=False)
+                "model:N", title="client", scale=model_colors(clients, federated=False)
             ),
             tooltip=["model:N", "digit:O", "count:Q", alt.Tooltip("excluded:N", title="excluded")],
         )
         .properties(width=560, height=220)
     )
+
+
+def digit_summary_chart(counts: pd.DataFrame, title: str) -> alt.LayerChart:
+    """Per digit, the training images each client holds, over every client of `counts`
+    (`client, digit, count` rows, zeros included): the mean (bar), the range (rule),
+    and in the tooltip how many clients hold none."""
+    summary = client_summary(counts, ["digit"], "count")
+    held = counts.assign(none=counts["count"] == 0).groupby("digit", as_index=False)["none"].sum()
+    summary = summary.merge(held, on="digit")
+    tooltip = _summary_tooltip(
+        "digit:O", alt.Tooltip("none:Q", title="clients with none", format=","), digits=",.1f"
+    )
+    base = alt.Chart(summary).encode(
+        x=alt.X("digit:O", title="digit", axis=alt.Axis(labelAngle=0)), tooltip=tooltip
+    )
+    bars = base.mark_bar(color=PALETTE[0]).encode(
+        y=alt.Y("mean:Q", title="training images per client")
+    )
+    rules = base.mark_rule(color=FEDERATED_COLOR, strokeWidth=2).encode(y="low:Q", y2="high:Q")
+    clients = counts["client"].nunique()
+    note = f"the mean (bar) and range (line) of the {clients:,} clients"
+    return alt.layer(bars, rules, title=titled(title, note)).properties(width=420, height=220)
 
 
 def pixel_images(pixels: pd.DataFrame, ink: alt.Scale, tooltip: list[str], size: int) -> alt.Chart:
@@ -137,10 +223,24 @@ def sample_digits_chart(pixels: pd.DataFrame) -> alt.FacetChart:
     )
 
 
+def first_clients(
+    table: pd.DataFrame, most: int = MAX_CLIENT_FACETS
+) -> tuple[pd.DataFrame, str | None]:
+    """The rows of the first `most` clients of `table` (its `client` column, in order),
+    and a note that says so (None, and every row, when all fit)."""
+    clients = list(dict.fromkeys(table["client"]))
+    if len(clients) <= most:
+        return table, None
+    shown = table[table["client"].isin(clients[:most])]
+    return shown, f"the first {most} of {len(clients):,} clients"
+
+
 def reconstruction_chart(pixels: pd.DataFrame) -> alt.FacetChart:
     """Per client, the image the server reconstructed from its update beside the real
-    training image it matches best, from `tables.reconstructions`."""
+    training image it matches best, from `tables.reconstructions` (the first
+    `MAX_CLIENT_FACETS` clients)."""
     white_to_black = alt.Scale(domain=[0, 1], range=["#ffffff", "#000000"])
+    pixels, note = first_clients(pixels)
     return (
         pixel_images(pixels, white_to_black, ["client:N", "image:N"], 84)
         .facet(
@@ -148,15 +248,20 @@ def reconstruction_chart(pixels: pd.DataFrame) -> alt.FacetChart:
             column=alt.Column("image:N", title=None, sort=["rebuilt", "real"]),
         )
         .properties(
-            title="What the server rebuilt from each client's update, and the real image closest"
+            title=titled(
+                "What the server rebuilt from each client's update, and the real image closest",
+                note,
+            )
         )
     )
 
 
 def leakage_counts_chart(counts: pd.DataFrame) -> alt.FacetChart:
     """Each client's images per digit against the server's estimate from its update,
-    from `tables.leakage_counts`: a digit with no real bar is one the client lacks."""
+    from `tables.leakage_counts`: a digit with no real bar is one the client lacks (the
+    first `MAX_CLIENT_FACETS` clients)."""
     colors = alt.Scale(domain=["real", "inferred"], range=["#bab0ac", MISSING_COLOR])
+    counts, note = first_clients(counts)
     return (
         alt.Chart(counts)
         .mark_bar()
@@ -169,20 +274,31 @@ def leakage_counts_chart(counts: pd.DataFrame) -> alt.FacetChart:
         )
         .properties(width=220, height=120)
         .facet(column=alt.Column("client:N", title=None))
-        .properties(title="Images per digit: the client's, and the server's guess from its update")
+        .properties(
+            title=titled(
+                "Images per digit: the client's, and the server's guess from its update", note
+            )
+        )
     )
 
 
-def loss_chart(losses: pd.DataFrame, num_clients: int, title: str) -> alt.Chart:
+def loss_chart(losses: pd.DataFrame, num_clients: int, title: str) -> alt.Chart | alt.LayerChart:
+    """Each client's training loss, epoch by epoch (`model, epoch, loss` rows); beyond
+    `MAX_CLIENT_SERIES` clients, their mean and range."""
+    x = alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="d"))
+    clients = clients_in(losses["model"])
+    if len(clients) > MAX_CLIENT_SERIES:
+        summary = client_summary(losses, ["epoch"], "loss")
+        layers = _mean_and_range(summary, x, "mean training loss", _summary_tooltip("epoch:Q"))
+        note = f"the mean (line) and range (band) of the {len(clients):,} clients"
+        return alt.layer(*layers, title=titled(title, note)).properties(width=420, height=240)
     return (
         alt.Chart(losses, title=title)
         .mark_line(point=True)
         .encode(
-            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1, format="d")),
+            x=x,
             y=alt.Y("loss:Q", title="mean training loss"),
-            color=alt.Color(
-                "model:N", title="model", scale=model_colors(num_clients, federated=False)
-            ),
+            color=alt.Color("model:N", title="model", scale=model_colors(clients, federated=False)),
             tooltip=["model:N", "epoch:Q", alt.Tooltip("loss:Q", format=".4f")],
         )
         .properties(width=420, height=240)
@@ -190,34 +306,55 @@ def loss_chart(losses: pd.DataFrame, num_clients: int, title: str) -> alt.Chart:
 
 
 def federated_loss_chart(losses: pd.DataFrame, num_clients: int) -> alt.LayerChart:
-    """Each client's local loss, epoch after epoch across rounds; rules mark new rounds."""
-    losses, note = some_rounds(losses, MAX_BANDS)  # a line and a rule a round
-    lines = (
-        alt.Chart(losses)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X(
-                "step:Q", title="local epoch (all rounds)", axis=alt.Axis(tickMinStep=1, format="d")
-            ),
-            y=alt.Y("loss:Q", title="mean training loss"),
-            color=alt.Color(
-                "model:N", title="model", scale=model_colors(num_clients, federated=False)
-            ),
-            detail="round:O",
-            tooltip=["model:N", "round:O", "epoch:Q", alt.Tooltip("loss:Q", format=".4f")],
+    """Each client's local loss, epoch after epoch across rounds (the clients that
+    trained: a round of 10 sampled from 10,000 draws 10 lines); rules mark new rounds.
+    Beyond `MAX_CLIENT_SERIES` clients over the rounds drawn, the mean and range of
+    the clients that trained in each round and epoch."""
+    x = alt.X("step:Q", title="local epoch (all rounds)", axis=alt.Axis(tickMinStep=1, format="d"))
+    clients = clients_in(losses["model"])
+    summarised = None
+    if len(clients) > MAX_CLIENT_SERIES:
+        losses = client_summary(losses, ["round", "epoch", "step"], "loss")
+        summarised = (
+            f"the mean (line) and range (band) of the {len(clients):,} clients that trained"
         )
-    )
+    losses, note = some_rounds(losses, MAX_BANDS)  # a line and a rule a round
+    if summarised is None:
+        lines: tuple[alt.Chart, ...] = (
+            alt.Chart(losses)
+            .mark_line(point=True)
+            .encode(
+                x=x,
+                y=alt.Y("loss:Q", title="mean training loss"),
+                color=alt.Color(
+                    "model:N", title="model", scale=model_colors(clients, federated=False)
+                ),
+                detail="round:O",
+                tooltip=["model:N", "round:O", "epoch:Q", alt.Tooltip("loss:Q", format=".4f")],
+            ),
+        )
+    else:
+        tooltip = _summary_tooltip("round:O", "epoch:Q")
+        lines = tuple(
+            layer.encode(detail="round:O")
+            for layer in _mean_and_range(losses, x, "mean training loss", tooltip)
+        )
     starts = losses.groupby("round", as_index=False)["step"].min()
     rules = alt.Chart(starts).mark_rule(strokeDash=[4, 4], color="#999").encode(x="step:Q")
-    title = titled("Clients' training loss in each round", note)
-    return alt.layer(rules, lines, title=title).properties(width=420, height=240)
+    title = titled("Clients' training loss in each round", summarised, note)
+    return alt.layer(rules, *lines, title=title).properties(width=420, height=240)
 
 
-def accuracy_chart(accuracies: pd.DataFrame, num_clients: int) -> alt.Chart:
-    """Every model on the full test set and on each missing-digit subset."""
+def accuracy_chart(accuracies: pd.DataFrame, num_clients: int) -> alt.Chart | alt.LayerChart:
+    """Every model on the full test set and on each missing-digit subset; beyond
+    `MAX_CLIENT_SERIES` isolated models, their mean (a bar) and range (a rule)."""
     order = [ALL_DIGITS, *sorted(set(accuracies["test_set"]) - {ALL_DIGITS})]
+    clients = clients_in(accuracies["model"])
+    title = "Test accuracy: all digits, and each set of missing digits"
+    if len(clients) > MAX_CLIENT_SERIES:
+        return _accuracy_summary_chart(accuracies, clients, order, title)
     return (
-        alt.Chart(accuracies, title="Test accuracy: all digits, and each set of missing digits")
+        alt.Chart(accuracies, title=title)
         .mark_bar()
         .encode(
             x=alt.X("test_set:N", title="test set", sort=order, axis=alt.Axis(labelAngle=0)),
@@ -231,9 +368,7 @@ def accuracy_chart(accuracies: pd.DataFrame, num_clients: int) -> alt.Chart:
             color=alt.Color(
                 "model:N",
                 title="model",
-                scale=model_colors(
-                    num_clients, centralized=CENTRALIZED in set(accuracies["model"])
-                ),
+                scale=model_colors(clients, centralized=CENTRALIZED in set(accuracies["model"])),
             ),
             stroke=alt.condition("datum.missing", alt.value(MISSING_COLOR), alt.value(None)),
             strokeWidth=alt.condition("datum.missing", alt.value(2), alt.value(0)),
@@ -246,6 +381,49 @@ def accuracy_chart(accuracies: pd.DataFrame, num_clients: int) -> alt.Chart:
         )
         .properties(width=560, height=260)
     )
+
+
+def _accuracy_summary_chart(
+    accuracies: pd.DataFrame, clients: list[int], order: list[str], title: str
+) -> alt.LayerChart:
+    """`accuracy_chart` with the isolated models as one bar (their mean) and a rule
+    (their range) on each test set."""
+    is_client = accuracies["model"].map(client_number).notna()
+    summary = client_summary(accuracies[is_client], ["test_set"], "accuracy").rename(
+        columns={"mean": "accuracy"}
+    )
+    rows = pd.concat(
+        [summary.assign(model=ISOLATED_MEAN), accuracies[~is_client]], ignore_index=True
+    )
+    models = [ISOLATED_MEAN, *dict.fromkeys(accuracies[~is_client]["model"])]
+    colors = {ISOLATED_MEAN: ISOLATED_MEAN_COLOR, FEDERATED: FEDERATED_COLOR,
+              CENTRALIZED: CENTRALIZED_COLOR}  # fmt: skip
+    x = alt.X("test_set:N", title="test set", sort=order, axis=alt.Axis(labelAngle=0))
+    base = alt.Chart(rows).encode(x=x, xOffset=alt.XOffset("model:N", sort=models))
+    y = alt.Y("accuracy:Q", title="accuracy", axis=alt.Axis(format="%"),
+              scale=alt.Scale(domain=[0, 1]))  # fmt: skip
+    bars = base.mark_bar().encode(
+        y=y,
+        color=alt.Color(
+            "model:N",
+            title="model",
+            scale=alt.Scale(domain=models, range=[colors.get(m, PALETTE[0]) for m in models]),
+        ),
+        tooltip=[
+            "model:N",
+            "test_set:N",
+            alt.Tooltip("accuracy:Q", format=PERCENT),
+            alt.Tooltip("low:Q", format=PERCENT, title="lowest"),
+            alt.Tooltip("high:Q", format=PERCENT, title="highest"),
+        ],
+    )
+    ranges = (
+        base.transform_filter("isValid(datum.low)")
+        .mark_rule(color="#333")
+        .encode(y="low:Q", y2="high:Q")
+    )
+    note = f"{ISOLATED_MEAN}: the mean (bar) and range (line) of {len(clients):,} models"
+    return alt.layer(bars, ranges, title=titled(title, note)).properties(width=560, height=260)
 
 
 def confusion_chart(
@@ -374,10 +552,13 @@ def story_chart(story: pd.DataFrame) -> alt.LayerChart:
 # ------------------------------------------------------------------ the lab
 
 
-def label_distribution_chart(counts: pd.DataFrame, num_clients: int) -> alt.Chart:
+def label_distribution_chart(counts: pd.DataFrame, num_clients: int) -> alt.Chart | alt.LayerChart:
     """Any split's training images per client and digit (`tables.split_counts`):
     a bar per client, stacked by digit, up to `BARS_UP_TO` clients; a client x
-    digit heatmap of counts beyond."""
+    digit heatmap of counts up to `MAX_CLIENT_ROWS`; beyond, per digit the clients'
+    mean and range (`digit_summary_chart`)."""
+    if num_clients > MAX_CLIENT_ROWS:
+        return digit_summary_chart(counts, "Training images per client and digit")
     tooltip = [
         alt.Tooltip("client:O", title="client"),
         "digit:O",
@@ -472,7 +653,14 @@ def rounds_with_references_chart(rounds: pd.DataFrame, references: pd.DataFrame)
 def cross_accuracy_chart(cells: pd.DataFrame, num_clients: int) -> alt.LayerChart:
     """Each client's isolated model (rows) on every client's label mix (columns),
     from `tables.cross_accuracy`; the diagonal (own mix) outlined, the values written
-    in the cells up to `BARS_UP_TO` clients."""
+    in the cells up to `BARS_UP_TO` clients; the first clients whose matrix fits in
+    `MAX_ROWS` cells beyond (70 of 100)."""
+    note = None
+    if num_clients**2 > MAX_ROWS:
+        shown = math.isqrt(MAX_ROWS)
+        cells = cells[(cells["trained_on"] <= shown) & (cells["scored_on"] <= shown)]
+        note = f"the first {shown} of {num_clients} clients"
+        num_clients = shown
     base = alt.Chart(cells).encode(
         x=alt.X(
             "scored_on:O",
@@ -511,7 +699,7 @@ def cross_accuracy_chart(cells: pd.DataFrame, num_clients: int) -> alt.LayerChar
         )
     step = 34 if num_clients <= BARS_UP_TO else max(8, 420 // num_clients)
     return alt.layer(
-        *layers, title="Train on client i alone, score on client j's label mix"
+        *layers, title=titled("Train on client i alone, score on client j's label mix", note)
     ).properties(width=alt.Step(step), height=alt.Step(step))
 
 
@@ -556,9 +744,13 @@ def digit_rounds_chart(cells: pd.DataFrame) -> alt.LayerChart:
 def client_drift_chart(drift: pd.DataFrame, num_clients: int) -> alt.HConcatChart:
     """Client drift, from `tables.client_drift`: per round, the cosine between each
     client's update and the aggregated one (lines up to `BARS_UP_TO` clients, a
-    client x round heatmap beyond), and the norm of each client's update."""
+    client x round heatmap beyond), and the norm of each client's update. Beyond
+    `MAX_CLIENT_ROWS` clients over the rounds drawn (a heatmap row each), both as
+    the mean and range of each round's clients."""
     x = alt.X("round:O", title="round", axis=ROUND_AXIS)
     drift, note = some_rounds(drift, MAX_BANDS)
+    if drift["client"].nunique() > MAX_CLIENT_ROWS:
+        return _drift_summary_chart(drift, x, note)
     model = drift.assign(model=drift["client"].map(client_name))
     tooltip = [
         "model:N",
@@ -567,9 +759,8 @@ def client_drift_chart(drift: pd.DataFrame, num_clients: int) -> alt.HConcatChar
         alt.Tooltip("norm:Q", format=".3f", title="update norm"),
     ]
     if num_clients <= BARS_UP_TO:
-        color = alt.Color(
-            "model:N", title="client", scale=model_colors(num_clients, federated=False)
-        )
+        shown = drift["client"].unique()
+        color = alt.Color("model:N", title="client", scale=model_colors(shown, federated=False))
         cosine = (
             alt.Chart(model, title="Cosine of each client's update to the aggregate")
             .mark_line(point=True)
@@ -608,6 +799,22 @@ def client_drift_chart(drift: pd.DataFrame, num_clients: int) -> alt.HConcatChar
     return (
         drift_chart if num_clients <= BARS_UP_TO else drift_chart.resolve_scale(color="independent")
     )
+
+
+def _drift_summary_chart(drift: pd.DataFrame, x: alt.X, note: str | None) -> alt.HConcatChart:
+    """`client_drift_chart` for many clients: per round, the mean (line) and range
+    (band) of the clients' cosines and of their update norms."""
+    clients = drift["client"].nunique()
+    panels = []
+    for value, title, y_title in (
+        ("cosine", "Cosine of the clients' updates to the aggregate", "cosine (low: pulls away)"),
+        ("norm", "Norm of the clients' updates", "L2 norm"),
+    ):
+        summary = client_summary(drift, ["round"], value)
+        layers = _mean_and_range(summary, x, y_title, _summary_tooltip("round:O", digits=".3f"))
+        panels.append(alt.layer(*layers, title=title).properties(width=300, height=220))
+    summarised = f"the mean (line) and range (band) of each round's clients ({clients:,} in all)"
+    return alt.hconcat(*panels, title=titled("Client drift, round by round", summarised, note))
 
 
 def communication_chart(messages: pd.DataFrame) -> alt.HConcatChart:
@@ -666,8 +873,12 @@ TRUST_COLORS = alt.Scale(domain=["kept", "dropped", "all kept"],
 
 def trust_chart(trust: pd.DataFrame, rule: str) -> alt.LayerChart:
     """Who the rule trusted, from `tables.trust`: a client x round grid, a cell kept
-    (green) or dropped (grey) by the rule, the attackers' rows marked with a cross."""
+    (green) or dropped (grey) by the rule, the attackers' rows marked with a cross;
+    beyond `MAX_CLIENT_ROWS` clients over the rounds drawn, per round how many
+    honest clients and attackers it kept and dropped."""
     trust, note = some_rounds(trust, MAX_BANDS)
+    if trust["client"].nunique() > MAX_CLIENT_ROWS:
+        return _trust_summary_chart(trust, rule, note)
     trust = trust.assign(model=trust["client"].map(client_name))
     x = alt.X("round:O", title="round", axis=ROUND_AXIS)
     y = alt.Y("model:N", title=None, sort=alt.SortField("client"))
@@ -687,6 +898,26 @@ def trust_chart(trust: pd.DataFrame, rule: str) -> alt.LayerChart:
     return alt.layer(cells, marks, title=title).properties(
         width=max(160, 22 * trust["round"].nunique()),
         height=max(80, 18 * trust["client"].nunique()),
+    )
+
+
+def _trust_summary_chart(trust: pd.DataFrame, rule: str, note: str | None) -> alt.Chart:
+    """`trust_chart` for many clients: per round, the honest clients and the attackers
+    the rule kept and dropped (bars of clients, stacked)."""
+    counts = trust.groupby(["round", "role", "kept"], as_index=False).size()
+    counts = counts.rename(columns={"size": "clients"})
+    title = titled(f"Who did {rule} trust? Clients per round, honest and attackers", note)
+    return (
+        alt.Chart(counts, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("round:O", title="round", axis=ROUND_AXIS),
+            xOffset=alt.XOffset("role:N", sort=["honest", "attacker"]),
+            y=alt.Y("clients:Q", title="clients", stack="zero"),
+            color=alt.Color("kept:N", title=rule, scale=TRUST_COLORS),
+            tooltip=["round:O", "role:N", "kept:N", alt.Tooltip("clients:Q", format=",")],
+        )
+        .properties(width=min(640, max(160, 22 * counts["round"].nunique())), height=200)
     )
 
 

@@ -11,6 +11,7 @@ vl-convert escapes the text inside the charts.
 from __future__ import annotations
 
 import html
+from collections import Counter
 from collections.abc import Sequence
 
 import altair as alt
@@ -78,12 +79,23 @@ def accuracy_table_html(table: pd.DataFrame) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+MAX_LISTED_CLIENTS = 20  # clients named one by one in the story; beyond, grouped
+
+
+def exclusions_text(exclusions: Sequence[Sequence[int]]) -> str:
+    """`"client 1: 1,3,7; client 2: 2,5,8"`; beyond `MAX_LISTED_CLIENTS` clients, each
+    set of digits once with how many clients exclude it (`"1,3,7: 3,334 clients; ..."`)."""
+    if len(exclusions) <= MAX_LISTED_CLIENTS:
+        return "; ".join(
+            f"client {i}: {format_digits(d) or 'none'}" for i, d in enumerate(exclusions, start=1)
+        )
+    groups = Counter(format_digits(d) or "none" for d in exclusions)
+    return "; ".join(f"{digits}: {count:,} clients" for digits, count in groups.items())
+
+
 def _story(result: ExperimentResult) -> str:
     config, isolated, federated = result.config, result.isolated, result.federated
-    excluded = "; ".join(
-        f"client {i}: {format_digits(d) or 'none'}"
-        for i, d in enumerate(config.excluded_digits, start=1)
-    )
+    excluded = exclusions_text(config.excluded_digits)
     parts = [
         f"<p>{config.num_clients} clients, split {_e(config.split)}, model {_e(config.model)}, "
         f"{config.num_rounds} round(s) of FedAvg, "

@@ -56,6 +56,12 @@ def client_name(client: int) -> str:
     return f"Client {client}"
 
 
+def client_number(name: str) -> int | None:
+    """`client_name`'s client back (`"Client 12"` -> 12); None for any other model."""
+    number = name.removeprefix("Client ")
+    return int(number) if number != name and number.isdigit() else None
+
+
 def client_key(client: int) -> str:
     """`"client 2"`: the accuracy table's `key` of a client's isolated model."""
     return f"client {client}"

@@ -14,6 +14,7 @@ from fedcore.report import labels, tables
 from fedcore.report.labels import percent
 
 NAME_WIDTH = 24  # the model column; a name is cut to one less, so a space always follows
+MAX_LISTED_CLIENTS = 20  # clients given a line each; beyond, those the server attacked, the first
 
 
 def _pct(value: float | None) -> str:
@@ -92,7 +93,15 @@ def leakage_lines(config: ExperimentConfig, federated: FederatedResult) -> list[
     if federated.leakage is None:
         return []
     lines = [f"what the server learned (leakage {config.leakage}, privacy {config.privacy}):"]
-    for c in federated.leakage:
+    clients = federated.leakage
+    if len(clients) > MAX_LISTED_CLIENTS:  # the clients whose update it attacked, the first
+        attacked = [c for c in clients if c.round > 0]
+        clients = attacked[:MAX_LISTED_CLIENTS]
+        lines.append(
+            f"  ({len(attacked):,} of the {len(federated.leakage):,} clients sent an update it "
+            f"attacked; the first {len(clients)} of them here, every client in the results file)"
+        )
+    for c in clients:
         image = (
             f"best reconstruction {c.psnr_db:.1f} dB PSNR, SSIM {c.ssim:.2f} ({c.method}); "
             f"{c.images_recovered} of its {sum(c.label_counts)} images rebuilt to 30 dB"
