@@ -33,6 +33,11 @@ from fedcore.report.text import format_table
 from fedcore.storage import atomic_write_text, check_writable, os_error_text
 
 DEFAULTS = ExperimentConfig()
+RAY_HELP = (
+    "compute the cells as Ray tasks on the Ray cluster whose head is at ADDRESS "
+    "(HOST:PORT, as `ray start --head` prints it), one cell per CPU of the cluster; "
+    "every node needs fedcore and the data (README: On a Ray cluster)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--out", required=True, help="folder for cells/, sweep.json, sweep.csv")
     sweep.add_argument("--phase", choices=PHASES, default="all")
+    sweep.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
     add_setting_arguments(sweep)
     privacy = commands.add_parser(
         "privacy",
@@ -126,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("--data-dir", default="", help=BY_NAME["data_dir"].help)
     reproduce.add_argument("--out", required=True, help="folder for TABLE.csv, TABLE.md, TABLE/")
+    reproduce.add_argument("--ray", metavar="ADDRESS", help=RAY_HELP)
     commands.add_parser(  # parsed by fedcore.deploy.command (see main)
         "deploy",
         help="the experiment on Flower's deployment engine with TLS and SuperNode "
@@ -286,6 +293,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         lambda run, progress: run_sweep(
             cells, out, run, progress.on_cell, progress.on_event, progress.note
         ),
+        args.ray,
     )
     if code == 0:
         print(f"sweep table written to {out / 'sweep.csv'} and {out / 'sweep.json'}")
@@ -296,10 +304,12 @@ def drive_sweep(
     folder: Path,
     cells: Sequence[Any],
     start: Callable[[Callable[..., ExperimentResult], SweepProgress], Iterable[Any]],
+    ray_address: str | None = None,
 ) -> int:
     """Claim `folder` for `cells`, then run what `start(run, progress)` iterates
-    through one engine, with a progress bar; every failure is one line, and an
-    interruption keeps the finished cells. The exit code."""
+    through one engine (or, `ray_address`, as Ray tasks on that cluster), with a
+    progress bar; every failure is one line, and an interruption keeps the finished
+    cells. The exit code."""
     from fedcore.engine import Engine
     from fedcore.engine.sweep import SweepFolderError, claim_folder
 
@@ -313,6 +323,19 @@ def drive_sweep(
         return 2
     progress = SweepProgress(len(cells))
     try:
+        if ray_address is not None:
+            from fedcore.engine.ray_sweep import ClusterUnreachable, RayCells
+
+            try:
+                cluster = RayCells(ray_address, folder, cells).open()
+            except ClusterUnreachable as error:
+                print(f"fedcore: sweep: {error}", file=sys.stderr)
+                return 1
+            with cluster:
+                for _ in start(cluster.run, progress):
+                    pass
+            print(f"fedcore: sweep: {cluster.summary()}", file=sys.stderr)
+            return 0
         with Engine() as engine:
 
             def run(config: ExperimentConfig, phase: Phase, on_event: object) -> ExperimentResult:
@@ -367,6 +390,7 @@ def run_reproduce_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
         lambda run, progress: reproduce(
             plan, out, run, command, progress.on_cell, progress.on_event, progress.note
         ),
+        args.ray,
     )
     if code == 0:
         name = plan.table.name
