@@ -198,9 +198,9 @@ def test_an_engine_that_cannot_start_is_not_restarted_in_a_loop(tiny, monkeypatc
 
     spawned, spawn = [], supervisor.spawn_child
 
-    def broken(module):
+    def broken(module, env=None):
         spawned.append(module)
-        return spawn("fedcore.engine.no_such_engine")
+        return spawn("fedcore.engine.no_such_engine", env)
 
     monkeypatch.setattr(supervisor, "spawn_child", broken)
     with Engine() as engine:

@@ -14,6 +14,7 @@ from fedcore.data.mnist import MnistData, load_mnist
 from fedcore.data.partition import ClientPartition, partition_clients
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.specs import ConfigError
+from fedcore.flower.behind import Behind
 from fedcore.flower.fednova import LOCAL_STEPS, normalized_steps
 from fedcore.flower.scaffold import CLIENT_CONTROL, CONTROL, CONTROL_CHANGE, ClientControl
 from fedcore.flower.strategies import RunLog, build_strategy, flower_strategy
@@ -115,7 +116,7 @@ def test_scaffolds_control_variates_under_partial_participation():
     """Four clients, two sampled a round: each client's c_i follows option II, and the
     server's c is the mean of all four c_i (those never sampled hold zeros)."""
     config = ExperimentConfig(num_clients=4, split="iid", strategy="scaffold", fraction_train=0.5)
-    recording = build_strategy(config, RunLog())
+    recording = build_strategy(config, RunLog(), Behind(False))
     scaffold, grid = recording.inner, Grid(4)
     contexts = {n: Context(0, n, {}, RecordDict(), {}) for n in grid.nodes}
     data = {n: toy_data(40 + 20 * n, n) for n in grid.nodes}

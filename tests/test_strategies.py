@@ -10,6 +10,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.specs import STRATEGIES, ConfigError
+from fedcore.flower.behind import Behind
 from fedcore.flower.strategies import RecordingStrategy, RunLog, flower_strategy
 from fedcore.learning.evaluation import digit_accuracy
 from fedcore.learning.models import build_model
@@ -45,15 +46,29 @@ def reply(client: int, weights, examples: int = 100) -> Message:
 CLIENT_WEIGHTS = {1: [1.0, 1.0], 2: [2.0, 1.5], 3: [3.0, 2.0], 4: [4.0, 2.5], 5: [40.0, -30.0]}
 
 
-def aggregate(strategy: str, examples=None) -> tuple[np.ndarray, RunLog]:
+def aggregate(strategy: str, examples=None, background=False) -> tuple[np.ndarray, RunLog]:
     config = ExperimentConfig(num_clients=5, split="iid", strategy=strategy)
-    log = RunLog()
-    recording = RecordingStrategy(flower_strategy(config), log)
+    log, behind = RunLog(), Behind(background)
+    recording = RecordingStrategy(flower_strategy(config), log, behind)
     recording._global[1] = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
     examples = examples or {c: 100 for c in CLIENT_WEIGHTS}
     replies = [reply(c, w, examples[c]) for c, w in reversed(CLIENT_WEIGHTS.items())]
     arrays, _ = recording.aggregate_train(1, replies)
+    behind.catch_up()
+    behind.close()
     return arrays.to_numpy_ndarrays()[0], log
+
+
+def test_updates_measured_while_the_next_round_trains_equal_those_measured_in_line(
+    task_identity,
+):
+    """The engine measures the updates in a thread of their own (`Behind`): the same
+    norms and cosines, in the same client order, once caught up."""
+    in_line, background = aggregate("fedavg")[1], aggregate("fedavg", background=True)[1]
+    norms = in_line.rounds[1].update_norm
+    assert list(norms) == ["1", "2", "3", "4", "5"] and norms["5"] > 40
+    assert background.rounds[1].update_norm == norms
+    assert background.rounds[1].update_cosine == in_line.rounds[1].update_cosine
 
 
 def test_fedavg_is_the_example_weighted_mean(task_identity):

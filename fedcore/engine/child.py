@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -125,9 +125,10 @@ def _wait_until_group_gone(group: int) -> None:
         time.sleep(0.01)
 
 
-def spawn_child(module: str) -> tuple[SpawnedChild, Channel]:
+def spawn_child(module: str, env: Mapping[str, str] | None = None) -> tuple[SpawnedChild, Channel]:
     """Start `python -m module FD` in a session (so a process group) of its own;
-    return the process and our end of its channel.
+    return the process and our end of its channel. `env`: variables it gets where
+    ours do not set them.
 
     Its own group keeps a terminal's Ctrl-C from reaching it: the caller decides
     what a Ctrl-C stops. Its own session gives it its own scheduling group where
@@ -142,6 +143,7 @@ def spawn_child(module: str) -> tuple[SpawnedChild, Channel]:
         pass_fds=[theirs.fileno()],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        env={**(env or {}), **os.environ},
     )
     theirs.close()
     return SpawnedChild(process), Channel(ours.detach())

@@ -113,7 +113,9 @@ def run_federated_on_pool(
 
     run_config = config.to_run_config() | {"data-dir": config.resolved_data_dir()}
     return run_server_main_on_pool(
-        lambda grid: run_federated(grid, config, lambda event: emit("progress", slim(event)), stop),
+        lambda grid: run_federated(
+            grid, config, lambda event: emit("progress", slim(event)), stop, overlap=True
+        ),
         run_config,
         config.num_clients,
         pool,

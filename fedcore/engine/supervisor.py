@@ -69,6 +69,12 @@ STOP_GRACE_SECONDS = 1.5
 log = logging.getLogger("fedcore.engine")
 MEMORY_RESULTS = 256  # finished results kept in memory, most recent first
 
+# NumPy's OpenBLAS starts a thread per core, which spins for a while after each
+# threaded call (the update norms' dot products): in the engine that took a third of
+# a core from the ClientApps every round (docs/benchmarks.md, a round at scale). The
+# engine's cores are for its workers; and one thread sums in one order everywhere.
+ENGINE_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1"}
+
 
 class EngineError(RuntimeError):
     """A run failed; the message says why in one line. `kind`: "setting", "data"
@@ -286,7 +292,7 @@ class Engine:
     # ------------------------------------------------------------ the engine process
 
     def _start_process(self) -> None:
-        process, conn = spawn_child("fedcore.engine.service")
+        process, conn = spawn_child("fedcore.engine.service", ENGINE_ENVIRONMENT)
         self._process, self._conn, self._worker_pids = process, conn, []
         self._reader = threading.Thread(
             target=self._listen, args=(process, conn), name="fedcore-engine-reader", daemon=True

@@ -38,10 +38,17 @@ class ClientFailure(RuntimeError):
 
 
 @functools.lru_cache(maxsize=4)
-def _partition(config: ExperimentConfig, partition_id: int) -> tuple[MnistData, ClientPartition]:
-    """Data and split once per worker process, not once per message."""
+def _split(config: ExperimentConfig) -> tuple[MnistData, list[ClientPartition]]:
+    """Data and split once per worker process and config, not once per message (a
+    cache keyed by the partition too would split afresh for every client of a run
+    with more clients than it holds)."""
     data = load_mnist(config)
-    return data, partition_clients(data.train_y, config)[partition_id]
+    return data, partition_clients(data.train_y, config)
+
+
+def _partition(config: ExperimentConfig, partition_id: int) -> tuple[MnistData, ClientPartition]:
+    data, partitions = _split(config)
+    return data, partitions[partition_id]
 
 
 def node_partition(context: Context, config: ExperimentConfig) -> int:

@@ -26,6 +26,7 @@ from fedcore.data.partition import missing_subsets, partition_clients
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.progress import FederatedRunError, Progress, ProgressCallback
 from fedcore.experiment.results import FederatedResult, RoundResult
+from fedcore.flower.behind import Behind
 from fedcore.flower.secure_aggregation import run_secure_aggregation, training_replies
 from fedcore.flower.strategies import RoundLog, RunLog, build_strategy, client_of, failure_reason
 from fedcore.learning.attacks import stamp_trigger
@@ -57,8 +58,8 @@ class ReportingGrid:
         self._on_reply = on_reply
         self._stop = stop
         self._observe = observe  # (the message sent, its reply): what the server sees
-        # an in-memory grid says how often it is worth asking; a remote one is asked less
-        self._poll = min(REPLY_POLL_SECONDS, getattr(grid, "pull_interval", REPLY_POLL_SECONDS))
+        # the engine's grid says when a reply has come; others are asked every so often
+        self._arrived: threading.Event | None = getattr(grid, "replies_arrived", None)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
@@ -87,6 +88,8 @@ class ReportingGrid:
         while pending and (deadline is None or time.monotonic() < deadline):
             if self._stop.is_set():  # stopped, or the engine is gone: no reply will come
                 raise FederatedRunError("the run was stopped during a round")
+            if self._arrived is not None:
+                self._arrived.clear()  # before pulling: a reply stored after it sets it again
             for reply in self._grid.pull_messages(pending):
                 pending.discard(reply.metadata.reply_to_message_id)
                 name_the_node(reply, to.get(reply.metadata.reply_to_message_id) or "")
@@ -94,8 +97,10 @@ class ReportingGrid:
                 self._on_reply(reply)
                 if self._observe is not None and not reply.has_error():
                     self._observe(by_id[reply.metadata.reply_to_message_id], reply)
-            if pending:
-                time.sleep(self._poll)
+            if pending and self._arrived is not None:
+                self._arrived.wait(REPLY_POLL_SECONDS)
+            elif pending:
+                time.sleep(REPLY_POLL_SECONDS)
         return replies
 
 
@@ -148,6 +153,7 @@ class RoundRecorder:
         self.log = RunLog()
         self.history: list[RoundResult] = []
         self.confusions: dict[int, list[list[int]]] = {}
+        self.current_round = 0  # the round being trained (0: none yet)
 
     def report(
         self, kind: str, server_round: int, client: int | None = None, detail: str = ""
@@ -186,8 +192,12 @@ class RoundRecorder:
         self.report("round-done", server_round)
         if self.stops_here(server_round):
             raise TargetReached
-        if server_round < self.config.num_rounds:
-            self.report("round-start", server_round + 1)
+
+    def start_round(self, server_round: int) -> None:
+        """The strategy goes on to `server_round` (none after the last)."""
+        if server_round <= self.config.num_rounds:
+            self.current_round = server_round
+            self.report("round-start", server_round)
 
     def stops_here(self, server_round: int) -> bool:
         """Whether the run ends after this round: with `stop_at_target`, the round that
@@ -195,8 +205,8 @@ class RoundRecorder:
         return self.config.stop_at_target == "yes" and self.rounds_to_target() == server_round
 
     def on_reply(self, reply: Message) -> None:
-        """Each client update as it arrives (the round in progress follows the last recorded)."""
-        round_now = len(self.history)
+        """Each client update as it arrives, in the round being trained."""
+        round_now = self.current_round
         if reply.has_error():
             self.report("client-failed", round_now, detail=failure_reason(reply, round_now))
         else:
@@ -224,10 +234,16 @@ class RoundRecorder:
 class GlobalEvaluation:
     """The strategy's `evaluate_fn`: the global model on the whole test set (and on
     each missing-digit subset) before the first round and after every round; under a
-    backdoor attack, also how often the trigger makes it answer the attack's target."""
+    backdoor attack, also how often the trigger makes it answer the attack's target.
 
-    def __init__(self, config: ExperimentConfig, recorder: RoundRecorder) -> None:
-        self.config, self.recorder = config, recorder
+    In a background `behind`, the model of round r is scored while the clients train
+    round r + 1 (`fedcore.flower.behind`): the same scores, recorded in round order;
+    the strategy gets no metrics back (it only logs them), and a run that stops at
+    its target stops one round later, whose training is not recorded. A failure in
+    scoring, or the target reached, is raised at the strategy's next call."""
+
+    def __init__(self, config: ExperimentConfig, recorder: RoundRecorder, behind: Behind) -> None:
+        self.config, self.recorder, self.behind = config, recorder, behind
         self.data = load_mnist(config)
         self.partitions = partition_clients(self.data.train_y, config)
         self.subsets = missing_subsets(self.partitions)
@@ -238,7 +254,15 @@ class GlobalEvaluation:
             others = self.data.test_y != self.target
             self.triggered_x = stamp_trigger(self.data.test_x[others])
 
-    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        # the previous round scored; this round's update norms (just given) may wait
+        self.behind.catch_up(leave=1 if server_round else 0)
+        metrics = self.behind.run(self.score, server_round, arrays)
+        self.recorder.start_round(server_round + 1)
+        return metrics
+
+    def score(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        """The model after `server_round` scored and recorded."""
         self.model.load_state_dict(arrays.to_torch_state_dict())
         data = self.data
         evaluation = evaluate(self.model, data.test_x, data.test_y, self.subsets)
@@ -255,12 +279,16 @@ def run_federated(
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     observe: Callable[[Message, Message], None] | None = None,
+    overlap: bool = False,
 ) -> FederatedResult:
     """The config's strategy for `config.num_rounds` rounds; evaluate the global model
     before the first round and after each. Privacy `secagg` runs Flower's SecAgg+
     workflow instead (`fedcore.flower.secure_aggregation`).
 
     Setting `stop` makes a round that is waiting for replies give up at once.
+    `overlap` scores each round's model, and measures its updates, while the next
+    round trains (`fedcore.flower.behind`; not under SecAgg+, whose workflow reads
+    the scores).
     `observe(sent, reply)` sees every reply as the ServerApp receives it; so does the
     curious server of the `leakage` setting, whose findings the result then holds.
     """
@@ -269,7 +297,8 @@ def run_federated(
     random.seed(config.seed)  # Flower's strategies sample clients with the `random` module
     np.random.seed(config.seed)  # and its DP wrappers draw their noise from NumPy's
     recorder = RoundRecorder(config, on_progress)
-    evaluation = GlobalEvaluation(config, recorder)
+    behind = Behind(overlap and config.privacy_kind != "secagg")
+    evaluation = GlobalEvaluation(config, recorder, behind)
     initial = ArrayRecord(build_model(config.seed, config.model).state_dict())
     curious = None
     if config.leakage != "off":
@@ -288,7 +317,7 @@ def run_federated(
                 secure, config, initial, evaluation, recorder.log, ROUND_TIMEOUT_SECONDS, largest
             )
         else:
-            build_strategy(config, recorder.log).start(
+            build_strategy(config, recorder.log, behind).start(
                 grid=ReportingGrid(grid, recorder.on_reply, stop, watch),
                 initial_arrays=initial,
                 num_rounds=config.num_rounds,
@@ -296,7 +325,10 @@ def run_federated(
                 train_config=ConfigRecord(),
                 evaluate_fn=evaluation,
             )
+            behind.catch_up()
     except TargetReached:
         pass
+    finally:
+        behind.close()
     result = recorder.result()
     return result if curious is None else dataclasses.replace(result, leakage=curious.leakage())

@@ -11,13 +11,14 @@ wire, the privacy spent, and which clients a rule that chooses updates (Krum) ke
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flower
 from flwr.serverapp.strategy import Strategy
@@ -25,6 +26,7 @@ from flwr.serverapp.strategy import Strategy
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.progress import FederatedRunError
 from fedcore.experiment.specs import CENTRAL_DP
+from fedcore.flower.behind import Behind
 from fedcore.flower.fednova import FedNova
 from fedcore.flower.scaffold import Scaffold
 
@@ -155,8 +157,8 @@ class RunLog:
     failures: list[str] = field(default_factory=list)
 
 
-def _flat(arrays: ArrayRecord) -> np.ndarray:
-    return np.concatenate([a.ravel() for a in arrays.to_numpy_ndarrays()]).astype(np.float64)
+def _flat(arrays: Iterable[Array]) -> np.ndarray:
+    return np.concatenate([a.numpy().ravel() for a in arrays], dtype=np.float64)
 
 
 def kept_clients(strategy: Strategy, replies: list[Message]) -> list[int] | None:
@@ -180,7 +182,31 @@ def _size(message: Message) -> int:
     """Bytes of the arrays in a message, every ArrayRecord (the weights, and SCAFFOLD's
     control variates beside them): the arrays' data, not the envelope."""
     records = message.content.array_records.values()
-    return sum(a.nbytes for record in records for a in record.to_numpy_ndarrays())
+    # from each Array's dtype and shape: turning it back into NumPy reads it whole
+    return sum(
+        np.dtype(a.dtype).itemsize * math.prod(a.shape)
+        for record in records
+        for a in record.values()
+    )
+
+
+def measure_updates(
+    entry: RoundLog,
+    sent: ArrayRecord,
+    received: dict[str, list[Array]],
+    aggregate: ArrayRecord | None,
+) -> None:
+    """How far each client's update moved the model (`update_norm`) and how it lines up
+    with the aggregate's move (`update_cosine`)."""
+    start = _flat(sent.values())
+    updates = {client: _flat(arrays) - start for client, arrays in received.items()}
+    for client, update in updates.items():
+        entry.update_norm[client] = float(np.linalg.norm(update))
+    if aggregate is not None:
+        moved = _flat(aggregate.values()) - start
+        for client, update in updates.items():
+            scale = np.linalg.norm(update) * np.linalg.norm(moved)
+            entry.update_cosine[client] = float(update @ moved / scale) if scale else 0.0
 
 
 class RecordingStrategy(Strategy):
@@ -190,9 +216,9 @@ class RecordingStrategy(Strategy):
     clients finish, and floating-point sums depend on order.
     """
 
-    def __init__(self, inner: Strategy, log: RunLog) -> None:
+    def __init__(self, inner: Strategy, log: RunLog, behind: Behind) -> None:
         super().__init__()
-        self.inner, self.log = inner, log
+        self.inner, self.log, self.behind = inner, log, behind
         self._global: dict[int, ArrayRecord] = {}
 
     def summary(self) -> None:
@@ -213,8 +239,9 @@ class RecordingStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = sorted(replies, key=lambda reply: client_of(reply) or 0)
         entry = self.log.rounds.setdefault(server_round, RoundLog())
-        start = _flat(self._global.pop(server_round))
-        updates: dict[str, np.ndarray] = {}
+        sent = self._global.pop(server_round)
+        # the arrays as sent: a DP wrapper replaces them with clipped ones, FedMedian empties them
+        received: dict[str, list[Array]] = {}
         failures, dropped = [], 0
         for reply in replies:
             if reply.has_error():
@@ -224,23 +251,18 @@ class RecordingStrategy(Strategy):
                 continue
             client = str(client_of(reply))
             entry.client_loss[client] = list(reply.content["client"]["epoch-losses"])
-            updates[client] = _flat(reply.content["arrays"]) - start
-            entry.update_norm[client] = float(np.linalg.norm(updates[client]))
+            received[client] = list(reply.content["arrays"].values())
             entry.messages_received += 1
             entry.bytes_received += _size(reply)
         self.log.failures += sorted(failures)
-        if not updates:
+        if not received:
             if failures and dropped == len(failures):  # all dropped out: the model stays
                 return None, None
             reasons = "; ".join(dict.fromkeys(failures)) or "no client replied in time"
             raise FederatedRunError(f"round {server_round}: every client failed ({reasons})")
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         entry.kept = kept_clients(self.inner, replies)
-        if arrays is not None:
-            moved = _flat(arrays) - start
-            for client, update in updates.items():
-                scale = np.linalg.norm(update) * np.linalg.norm(moved)
-                entry.update_cosine[client] = float(update @ moved / scale) if scale else 0.0
+        self.behind.run(measure_updates, entry, sent, received, arrays)
         spent = getattr(self.inner, "privacy_spent", lambda: None)()
         entry.epsilon = None if spent is None else float(spent.epsilon)
         return arrays, metrics
@@ -256,6 +278,7 @@ class RecordingStrategy(Strategy):
         return self.inner.aggregate_evaluate(server_round, replies)
 
 
-def build_strategy(config: ExperimentConfig, log: RunLog) -> RecordingStrategy:
-    """The config's strategy, its privacy wrapper, and the bookkeeping around both."""
-    return RecordingStrategy(with_privacy(flower_strategy(config), config), log)
+def build_strategy(config: ExperimentConfig, log: RunLog, behind: Behind) -> RecordingStrategy:
+    """The config's strategy, its privacy wrapper, and the bookkeeping around both
+    (what need not hold up the next round in `behind`)."""
+    return RecordingStrategy(with_privacy(flower_strategy(config), config), log, behind)

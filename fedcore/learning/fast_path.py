@@ -154,8 +154,11 @@ def fast_train(
                 total += _backprop(layers, layer_grads, batch_x, targets)
                 if start_weights is not None:  # FedProx: + mu * (w - w_start)
                     grads.add_(weights, alpha=proximal_mu).sub_(start_weights, alpha=proximal_mu)
-                velocity.mul_(momentum).add_(grads)  # v = m * v + g (v starts at 0: v = g)
-                weights.sub_(velocity, alpha=learning_rate)
+                if momentum:
+                    velocity.mul_(momentum).add_(grads)  # v = m * v + g (v starts at 0: v = g)
+                    weights.sub_(velocity, alpha=learning_rate)
+                else:  # v = 0 * v + g is g: two passes over the weights fewer a step
+                    weights.sub_(grads, alpha=learning_rate)
                 if flat_correction is not None:  # outside the momentum, as NIID-Bench applies it
                     weights.sub_(flat_correction, alpha=learning_rate)
             losses.append(total.item() / len(x))
