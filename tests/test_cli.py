@@ -149,3 +149,14 @@ def test_a_report_that_cannot_be_written_is_one_line(tmp_path):
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip() == f"fedcore: report: cannot write (Not a directory: {blocker})"
+
+
+def test_an_isolated_baseline_beyond_its_limit_is_refused_before_anything_trains(mnist_dir):
+    done = run_cli("--phase", "story", "--clients", "200", "--split", "iid",
+                   "--data-dir", str(mnist_dir), "--no-cache")  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "fedcore: invalid setting: the isolated baseline (phases isolated, story and all) "
+        "trains, scores and keeps one model per client: up to 100 clients, not 200; "
+        "run --phase federated or --phase centralized"
+    ]

@@ -61,7 +61,7 @@ from fedcore.experiment.results import (
 )
 from fedcore.experiment.specs import ConfigError
 from fedcore.learning.attacks import is_attacker
-from fedcore.learning.baselines import centralized_result, client_result
+from fedcore.learning.baselines import centralized_result, check_isolated, client_result
 from fedcore.learning.evaluation import cross_accuracy
 from fedcore.learning.models import build_model
 
@@ -266,6 +266,8 @@ def run_job(
     failed in round 1) from the isolated pool.
     """
     parts = PHASE_PARTS[phase]
+    if "isolated" in parts:
+        check_isolated(config)  # before anything is trained: a setting's error, at once
     begin = time.perf_counter()
     data = load_mnist(config)
     partitions = partition_clients(data.train_y, config)  # also puts a library split on disk
