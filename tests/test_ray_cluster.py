@@ -258,3 +258,13 @@ def test_no_cluster_at_the_address_is_one_line_in_seconds(tmp_path):
             line = f"fedcore: sweep: cannot reach the Ray cluster at {address}: {why}"
             assert done.stderr.startswith(line), done.stderr
             assert done.stderr.count("\n") == 1 and done.stdout == ""
+    # `reproduce` shares the sweep's driver, and its --ray
+    done = subprocess.run(
+        [sys.executable, "-m", "fedcore", "reproduce", "mcmahan2017-table1", "--rows",
+         "2nn,iid,B=10,C=0.1", "--out", str(tmp_path / "table"), "--ray", f"127.0.0.1:{closed}"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"fedcore: sweep: cannot reach the Ray cluster at 127.0.0.1:{closed}: Connection refused\n",
+    )
