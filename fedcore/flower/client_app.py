@@ -4,7 +4,9 @@ The handler only unpacks the message, calls plain functions and packs the
 reply. The partition comes from the node config (`partition-id`,
 `num-partitions`); every other setting from the run config. Every reply says how
 many SGD steps the client took (FedNova reads it); under SCAFFOLD the client's
-control variate lives in its node state (`context.state`) between rounds.
+control variate lives in its node state (`context.state`) between rounds. A query
+message asks only which partition the SuperNode holds (`query_handler`); the
+privacy mods pass it through untouched.
 """
 
 from __future__ import annotations
@@ -16,9 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import LocalDpMod
+from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from fedcore.data.mnist import MnistData, load_mnist
 from fedcore.data.partition import ClientPartition, Partitions, partition_clients
@@ -131,6 +142,24 @@ def train_handler(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
+PARTITION_RECORD = "partition"  # the query reply's record: {"partition-id": int}
+
+
+def query_handler(msg: Message, context: Context) -> Message:
+    """Which partition this SuperNode holds: its `partition-id`.
+
+    Flower's strategies sample with the seeded `random` module from the node ids,
+    which are random under `flwr run .` (simulation or deployment) and do not
+    follow the partitions, so the server asks each node once and samples from the
+    nodes in partition order: the seed alone decides which partitions train
+    (`fedcore.flower.rounds.partition_order`). A node of another federation size
+    fails here, as it would in training.
+    """
+    partition_id = node_partition(context, experiment_config(context.run_config))
+    record = ConfigRecord({"partition-id": partition_id})
+    return Message(RecordDict({PARTITION_RECORD: record}), reply_to=msg)
+
+
 def with_run_config(
     run_config: Mapping[str, Any],
 ) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
@@ -192,6 +221,19 @@ def local_dp_mod(
     return dp(msg, context, call_next)
 
 
+def training_only(mod: Mod) -> Mod:
+    """`mod` on training messages; any other (the partition query) straight through.
+    The privacy mods read a training message's records: `secagg_mod`'s legacy step
+    wants `fitins.*`, `clipping_mod` a config record, LocalDpMod one model."""
+
+    def only(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, context)
+        return mod(msg, context, call_next)
+
+    return only
+
+
 def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     """The ClientApp; with `run_config`, for the engine's workers.
 
@@ -200,11 +242,14 @@ def build_client_app(run_config: Mapping[str, Any] | None = None) -> ClientApp:
     passes the experiment's run config here and a mod puts it where
     `flwr run .` would have. `secagg_mod` comes first: under SecAgg+ it turns the
     legacy records into the plain message the other mods and the handler read.
+    The privacy mods see training messages only: a query (`query_handler`) passes
+    them untouched.
     """
-    privacy = [secagg_mod, clipping_mod, local_dp_mod]
+    privacy = [training_only(m) for m in (secagg_mod, clipping_mod, local_dp_mod)]
     mods = privacy if run_config is None else [with_run_config(run_config), *privacy]
     client_app = ClientApp(mods=mods)
     client_app.train()(train_handler)
+    client_app.query()(query_handler)
     return client_app
 
 

@@ -6,6 +6,11 @@ in-process from the notebook, or on the deployment engine. Sampling and
 aggregation are Flower's own strategy (`fedcore.flower.strategies`); this module adds
 the global model's evaluation after every round, the history, and progress
 events for a UI.
+
+A run that samples clients samples partitions, not node ids: the strategies draw
+from `ReportingGrid.get_node_ids()` with the seeded `random` module, and it lists
+the nodes in the order of their partitions (`partition_order`), so one seed trains
+the same clients in every run, under `flwr run .` as in fedcore's engine.
 """
 
 from __future__ import annotations
@@ -14,11 +19,19 @@ import dataclasses
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Error,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 
 from fedcore.data.mnist import load_mnist
@@ -27,6 +40,7 @@ from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.progress import FederatedRunError, Progress, ProgressCallback
 from fedcore.experiment.results import FederatedResult, RoundResult
 from fedcore.flower.behind import Behind
+from fedcore.flower.client_app import PARTITION_RECORD
 from fedcore.flower.secure_aggregation import run_secure_aggregation, training_replies
 from fedcore.flower.strategies import RoundLog, RunLog, build_strategy, client_of, failure_reason
 from fedcore.learning.attacks import stamp_trigger
@@ -38,6 +52,7 @@ REPLY_POLL_SECONDS = 0.05
 ROUND_TIMEOUT_SECONDS = 3600.0
 NODE_WAIT_SECONDS = 120.0  # for the first SuperNode to connect
 NODE_SETTLE_SECONDS = 10.0  # no new SuperNode for this long: that is all of them
+PARTITION_QUERY_SECONDS = 300.0  # for every SuperNode to say its partition (Ray starts first)
 
 
 class ReportingGrid:
@@ -45,6 +60,8 @@ class ReportingGrid:
 
     It delegates everything to Flower's grid and replaces `send_and_receive`
     with the same push-then-pull loop, calling `on_reply` for each reply.
+    `partitions` (node id -> partition id, `partition_order`) orders the node ids
+    the strategies sample from.
     """
 
     def __init__(
@@ -53,11 +70,13 @@ class ReportingGrid:
         on_reply: Callable[[Message], None],
         stop: threading.Event,
         observe: Callable[[Message, Message], None] | None = None,
+        partitions: Mapping[int, int] | None = None,
     ) -> None:
         self._grid = grid
         self._on_reply = on_reply
         self._stop = stop
         self._observe = observe  # (the message sent, its reply): what the server sees
+        self._partitions = dict(partitions or {})
         # the engine's grid says when a reply has come; others are asked every so often
         self._arrived: threading.Event | None = getattr(grid, "replies_arrived", None)
 
@@ -65,8 +84,12 @@ class ReportingGrid:
         return getattr(self._grid, name)
 
     def get_node_ids(self) -> list[int]:
-        """Sorted, so that a strategy's seeded sampling does not depend on set order."""
-        return sorted(self._grid.get_node_ids())
+        """In the order of their partitions where they were asked (`partition_order`),
+        else sorted (the engine's grid: its partitions follow the sorted node ids), so
+        that a strategy's seeded sampling picks the same partitions in every run. A node
+        not asked (none should be) comes after those that were."""
+        known = self._partitions
+        return sorted(self._grid.get_node_ids(), key=lambda n: (n not in known, known.get(n), n))
 
     def _node_names(self) -> dict[int, str]:
         """SuperNodes as a failure names them: the name each was registered under
@@ -112,6 +135,50 @@ def name_the_node(reply: Message, node: str) -> None:
     SuperNode that went silent, a crash outside our ClientApp)."""
     if node and reply.has_error() and not failure_reason(reply, 0).startswith("client "):
         reply.error = Error(code=reply.error.code, reason=f"SuperNode {node}: {reply.error.reason}")
+
+
+def lists_partitions_in_order(grid: Grid) -> bool:
+    """Whether the grid's sorted node ids are already in partition order: the engine's
+    grid (`fedcore.engine.flower_runtime.PushingGrid`, the one with `replies_arrived`)
+    registers its virtual nodes so. Under `flwr run .`, Flower's simulation and its
+    deployment engine, node ids are random and partitions follow registration."""
+    return getattr(grid, "replies_arrived", None) is not None
+
+
+def partition_order(grid: Grid, stop: threading.Event) -> dict[int, int]:
+    """Node id -> partition id, asked of every SuperNode once (one query message each,
+    `fedcore.flower.client_app.query_handler`). Sent before round 1 and outside the
+    strategy, it is no round's traffic (`RoundLog`), no client's progress, and nothing
+    `observe` or the curious server sees. Nodes that do not answer in
+    PARTITION_QUERY_SECONDS, or answer with an error, fail the run, named in one line."""
+    quiet = ReportingGrid(grid, lambda reply: None, stop)
+    nodes = quiet.get_node_ids()
+    asked = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+    replies = quiet.send_and_receive(asked, timeout=PARTITION_QUERY_SECONDS)
+    # by the message answered: the SuperLink's own error replies come from node 0
+    to = {m.metadata.message_id: m.metadata.dst_node_id for m in asked}
+    partitions: dict[int, int] = {}
+    failed: dict[int, str] = {}
+    for reply in replies:
+        node = to.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+        if reply.has_error():
+            failed[node] = failure_reason(reply, 0).removeprefix("round 0: ")
+        else:
+            partitions[node] = int(reply.content[PARTITION_RECORD]["partition-id"])
+    for node in nodes:
+        if node not in partitions and node not in failed:
+            failed[node] = f"no answer in {PARTITION_QUERY_SECONDS:g} s"
+    if failed:
+        names = quiet._node_names()  # "name (node id)" under deployment, else ""
+        said = "; ".join(
+            why if why.startswith("SuperNode ") else f"SuperNode {names.get(n) or n}: {why}"
+            for n, why in sorted(failed.items())
+        )
+        raise FederatedRunError(
+            f"{len(failed)} of {len(nodes)} SuperNodes did not say which partition they hold: "
+            + said
+        )
+    return partitions
 
 
 def wait_for_supernodes(grid: Grid, expected: int, stop: threading.Event) -> None:
@@ -293,9 +360,14 @@ def run_federated(
     the scores).
     `observe(sent, reply)` sees every reply as the ServerApp receives it; so does the
     curious server of the `leakage` setting, whose findings the result then holds.
+    A run that samples (fewer clients a round than all) first asks each SuperNode its
+    partition, except on the engine's grid (`partition_order`).
     """
     stop = stop or threading.Event()
     wait_for_supernodes(grid, config.num_clients, stop)
+    partitions = None  # sampling from node ids in partition order (`partition_order`)
+    if config.clients_per_round < config.num_clients and not lists_partitions_in_order(grid):
+        partitions = partition_order(grid, stop)
     random.seed(config.seed)  # Flower's strategies sample clients with the `random` module
     np.random.seed(config.seed)  # and its DP wrappers draw their noise from NumPy's
     recorder = RoundRecorder(config, on_progress)
@@ -313,14 +385,15 @@ def run_federated(
 
     try:
         if config.privacy_kind == "secagg":
-            secure = ReportingGrid(grid, training_replies(recorder.on_reply), stop, watch)
+            replies = training_replies(recorder.on_reply)
+            secure = ReportingGrid(grid, replies, stop, watch, partitions)
             largest = max(p.size for p in evaluation.partitions)  # SecAgg+'s max_weight
             run_secure_aggregation(
                 secure, config, initial, evaluation, recorder.log, ROUND_TIMEOUT_SECONDS, largest
             )
         else:
             build_strategy(config, recorder.log, behind).start(
-                grid=ReportingGrid(grid, recorder.on_reply, stop, watch),
+                grid=ReportingGrid(grid, recorder.on_reply, stop, watch, partitions),
                 initial_arrays=initial,
                 num_rounds=config.num_rounds,
                 timeout=ROUND_TIMEOUT_SECONDS,
