@@ -179,15 +179,25 @@ class LedgerGrid:
 
 
 class SortedClientManager(SimpleClientManager):
-    """Flower's client manager, its clients kept in node-id order. It samples with
+    """Flower's client manager, its clients kept in the grid's order. It samples with
     `random.sample` from them in registration order, which follows a set's order of
-    random node ids; sorted, the seed alone decides the sample, as it does for the
-    new strategies (they sample from the sorted node ids, `ReportingGrid`)."""
+    random node ids; in the order of `ReportingGrid.get_node_ids` (the nodes'
+    partitions), the seed alone decides which partitions train, as it does for the
+    new strategies."""
+
+    def __init__(self, grid: Grid) -> None:
+        super().__init__()
+        self.grid, self.order = grid, dict[int, int]()
 
     def register(self, client: ClientProxy) -> bool:
         registered = super().register(client)
+        if client.node_id not in self.order:  # a node the grid listed since
+            self.order = {node_id: i for i, node_id in enumerate(self.grid.get_node_ids())}
+        last = len(self.order)
         with self._cv:
-            self.clients = dict(sorted(self.clients.items(), key=lambda c: c[1].node_id))
+            self.clients = dict(
+                sorted(self.clients.items(), key=lambda c: self.order.get(c[1].node_id, last))
+            )
         return registered
 
 
@@ -299,7 +309,7 @@ def run_secure_aggregation(
         ),
         config=ServerConfig(num_rounds=config.num_rounds, round_timeout=timeout),
         strategy=strategy,
-        client_manager=SortedClientManager(),
+        client_manager=SortedClientManager(grid),
     )
     workflow = secagg_workflow(config, max_weight, timeout)
     fit = SecureFitRound(workflow, [w.dtype for w in weights], ledger)
