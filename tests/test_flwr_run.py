@@ -1,5 +1,6 @@
 """`flwr run .` end to end, on a local SuperLink in a temporary FLWR_HOME."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,32 +16,38 @@ from .conftest import REPO
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def flwr_home(tmp_path_factory, mnist_dir):
-    """A fresh Flower home with a 3-SuperNode local simulation; everything stopped after."""
-    home = tmp_path_factory.mktemp("flwr-home")
+@contextlib.contextmanager
+def local_flower_home(home: Path, mnist_dir: Path, supernodes: int | None = None, **env_extra):
+    """The environment of a fresh Flower home at `home` (offline, this environment's
+    `flwr`, `env_extra` added), its local simulation set to `supernodes` SuperNodes of
+    one CPU each (None: left as it is); the local SuperLink that `flwr run` starts
+    there, and every process of it, stopped by process id after."""
     env = os.environ | {
         "FLWR_HOME": str(home),
         "FEDCORE_DATA_DIR": str(mnist_dir),
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",  # use this environment, offline
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        **env_extra,
     }
     try:
-        configured = flwr(
-            env,
-            "federation",
-            "simulation-config",
-            "--num-supernodes",
-            "3",
-            "--client-resources-num-cpus",
-            "1",
-        )
-        assert configured.returncode == 0, configured.stdout + configured.stderr
+        if supernodes is not None:
+            configured = flwr(
+                env, "federation", "simulation-config", "--num-supernodes", str(supernodes),
+                "--client-resources-num-cpus", "1",
+            )  # fmt: skip
+            assert configured.returncode == 0, configured.stdout + configured.stderr
         yield env
     finally:
         stopped = stop_processes(processes_with_env("FLWR_HOME", str(home)))
         assert stopped, "expected a local SuperLink to stop"
         assert processes_with_env("FLWR_HOME", str(home)) == []
+
+
+@pytest.fixture(scope="module")
+def flwr_home(tmp_path_factory, mnist_dir):
+    """A fresh Flower home with a 3-SuperNode local simulation; everything stopped after."""
+    with local_flower_home(tmp_path_factory.mktemp("flwr-home"), mnist_dir, 3) as env:
+        yield env
 
 
 def flwr(env: dict, *args: str) -> subprocess.CompletedProcess:

@@ -32,7 +32,7 @@ from fedcore.deploy.processes import processes_with_env, stop_processes
 from fedcore.experiment.results import ExperimentResult
 
 from .conftest import REPO
-from .test_flwr_run import BIN, flwr
+from .test_flwr_run import BIN, flwr, local_flower_home
 
 MARKER = "FEDCORE_TEST_RAY_CLUSTER"
 SWEEP = ["--vary", "seed=1,2", "--clients", "3", "--rounds", "1", "--epochs", "1"]
@@ -203,20 +203,8 @@ def flwr_home_on_cluster(cluster, tmp_path, mnist_dir):
     """A fresh Flower home whose local SuperLink starts with RAY_ADDRESS set: its
     simulations' `ray.init()` joins the cluster (Flower 1.42's federation config has
     no address); the SuperLink and its processes stopped after."""
-    home = tmp_path / "flwr-home"
-    env = os.environ | {
-        "FLWR_HOME": str(home),
-        "FEDCORE_DATA_DIR": str(mnist_dir),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "RAY_ADDRESS": cluster.address,
-    }
-    try:
+    with local_flower_home(tmp_path / "flwr-home", mnist_dir, RAY_ADDRESS=cluster.address) as env:
         yield env
-    finally:
-        stopped = stop_processes(processes_with_env("FLWR_HOME", str(home)))
-        assert stopped, "expected a local SuperLink to stop"
-        assert processes_with_env("FLWR_HOME", str(home)) == []
 
 
 def test_flwr_run_trains_on_both_nodes_with_the_engines_numbers(

@@ -6,7 +6,6 @@ every mod passes through) and the strategies sample from the nodes in partition 
 """
 
 import json
-import os
 import random
 import threading
 from dataclasses import dataclass
@@ -15,12 +14,11 @@ from uuid import uuid4
 import pytest
 from flwr.app import Context, Error, Message, MessageType, RecordDict
 
-from fedcore.deploy.processes import processes_with_env, stop_processes
 from fedcore.experiment.progress import FederatedRunError
 from fedcore.flower import rounds
 from fedcore.flower.client_app import build_client_app
 
-from .test_flwr_run import BIN, flwr
+from .test_flwr_run import flwr, local_flower_home
 from .test_strategies import task_identity  # noqa: F401  (a fixture)
 
 NUM_CLIENTS = 10
@@ -157,23 +155,8 @@ def test_the_engines_grid_is_not_asked():
 def flwr_home_10(tmp_path_factory, mnist_dir):
     """A fresh Flower home with a 10-SuperNode local simulation; everything stopped after."""
     home = tmp_path_factory.mktemp("flwr-home-10")
-    env = os.environ | {
-        "FLWR_HOME": str(home),
-        "FEDCORE_DATA_DIR": str(mnist_dir),
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",  # use this environment, offline
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-    }
-    try:
-        configured = flwr(
-            env, "federation", "simulation-config", "--num-supernodes", str(NUM_CLIENTS),
-            "--client-resources-num-cpus", "1",
-        )  # fmt: skip
-        assert configured.returncode == 0, configured.stdout + configured.stderr
+    with local_flower_home(home, mnist_dir, NUM_CLIENTS) as env:
         yield env
-    finally:
-        stopped = stop_processes(processes_with_env("FLWR_HOME", str(home)))
-        assert stopped, "expected a local SuperLink to stop"
-        assert processes_with_env("FLWR_HOME", str(home)) == []
 
 
 def test_flwr_run_with_sampling_is_the_engines_run_every_time(

@@ -40,7 +40,7 @@ def _copied(value):
 
 
 class InlinePool:
-    """The engine's worker pool as `PoolBackend` uses it, with one worker: this
+    """The engine's worker pool as `PoolRuntime` uses it, with one worker: this
     process. What goes to the worker and what comes back is a copy, so a ClientApp's
     updated context reaches its next message only if Flower's runtime stores it."""
 
