@@ -288,3 +288,120 @@ def test_compare_a_lab_run_and_a_results_file(mnist_dir, tmp_path):
     assert rows["Federated, all digits"][1] == f"{federated:.1%}"
     assert rows["Centralized (all data pooled), all digits"][1] == "-"  # phase federated
     print(f"compare test: {time.monotonic() - started:.1f} s")
+
+
+# The rows of a reproduced McMahan et al. Table 1 loaded on the page: the 2NN's IID and
+# non-IID rows (B=10, C=0.1) with chosen figures, and one row whose target was missed.
+REPRODUCED_ROWS = "2nn,iid,B=10,C=0.1;2nn,non-iid,B=10,C=0.1;2nn,iid,B=10,C=0.2"
+MEASURED_ROUNDS = (83.0, 370.0, None)
+
+
+def reproduced_table_csv(name: str) -> str:
+    """`TABLE.csv` as `python -m fedcore reproduce` writes it (`summary_row`, `to_csv`),
+    for `MEASURED_ROUNDS` at one learning rate and seed; its paper column then doctored
+    (a file that says the paper said 100, 200, 300): the page takes fedcore's figures."""
+    from fedcore.engine.sweep import to_csv
+    from fedcore.reproduction.reproduce import Measured, make_plan, summary_row
+
+    plan = make_plan(name, rows=REPRODUCED_ROWS)
+    lines = [
+        summary_row(plan, Measured(row, {plan.learning_rates[1]: [figure]}))
+        for row, figure in zip(plan.rows, MEASURED_ROUNDS, strict=True)
+    ]
+    assert [line["paper"] for line in lines] == [87, 664, 77]  # published.toml's
+    assert [line["measured"] for line in lines] == list(MEASURED_ROUNDS)
+    doctored = [
+        {**line, "paper": claimed, "ratio": None if line["measured"] is None else 0.5}
+        for line, claimed in zip(lines, (100, 200, 300), strict=True)
+    ]
+    return to_csv(doctored)
+
+
+def test_compare_a_reproduced_table_against_the_papers_figures(mnist_dir, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from fedcore.reproduction.tables import tables as known_tables
+
+    started = time.monotonic()
+    name = "mcmahan2017-table1"
+    good = tmp_path / f"{name}.csv"
+    good.write_text(reproduced_table_csv(name))
+    unknown = tmp_path / "bad.csv"  # a table fedcore does not know, else the same file
+    unknown.write_text(good.read_text().replace(f"{name},", "mcmahan2017-table9,"))
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff not a table")
+    refusals = [
+        f"bad.csv: unknown table 'mcmahan2017-table9' (known: {', '.join(known_tables())})",
+        "garbage.csv: not a CSV table ('utf-8' codec can't decode byte 0x89 in position 0: "
+        "invalid start byte)",
+    ]
+    with serve_app(mnist_dir, tmp_path) as server, sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 2400})
+            page.goto(server.url)
+            heading = page.get_by_role("heading", name="A paper reproduced")
+            expect(heading).to_be_visible(timeout=300_000)
+            loader = page.locator("[data-cell-name]", has=heading)
+            loader.locator("input[type=file]").set_input_files(good)
+
+            # The view: the table's name, its chart, its rows as text.
+            shown = page.locator("[data-cell-name]").filter(
+                has=page.locator("strong", has_text=name)
+            )
+            expect(shown).to_have_count(1, timeout=300_000)
+            view = page.locator(f"[data-cell-id='{shown.get_attribute('data-cell-id')}']")
+            chart = view.locator("marimo-mime-renderer[data-mime*='vegalite']")
+            marks = chart.locator(".vega-embed .marks")
+            expect(marks).to_have_count(1, timeout=30_000)
+            box = marks.bounding_box()
+            assert box and box["width"] > 100 and box["height"] > 50
+            painted = marks.screenshot()
+            spec = chart_spec(chart)
+            rows = table_rows(view)
+            headline = view.locator("strong", has_text=name).locator("xpath=..").inner_text()
+
+            # Bad files: one line each in place of the table, never a traceback.
+            shown_refusals = []
+            for bad in (unknown, garbage):
+                loader.locator("input[type=file]").set_input_files(bad)
+                refused = view.get_by_text(f"Not loaded: {bad.name}: ")
+                expect(refused).to_be_visible(timeout=30_000)
+                expect(chart).to_have_count(0)
+                expect(view.locator("table")).to_have_count(0)
+                shown_refusals.append(refused.inner_text().strip())
+            expect(page.get_by_text("Traceback")).to_have_count(0)
+            expect(page.locator(".marimo-error, [data-testid='marimo-error']")).to_have_count(0)
+        finally:
+            browser.close()
+    assert "Traceback" not in server.log_text()
+
+    assert headline.startswith(f"{name}: McMahan, Moore, Ramage")
+    # the paper's figures are published.toml's (87, 664, 77), not the file's (100, 200, 300)
+    assert rows == [
+        ["row", "paper", "measured", "measured / paper"],
+        ["2nn,iid,E=1,B=10,C=0.1", "87", "83", "0.95"],
+        ["2nn,non-iid,E=1,B=10,C=0.1", "664", "370", "0.56"],
+        ["2nn,iid,E=1,B=10,C=0.2", "77", "—", ""],  # target missed: no figure
+    ]
+    assert spec["mark"]["type"] == "point"
+    assert spec["encoding"]["x"]["field"] == "value" and spec["encoding"]["y"]["field"] == "row"
+    assert spec["encoding"]["x"]["scale"]["type"] == "log"
+    assert spec["encoding"]["color"]["field"] == "kind"
+    drawn = next(iter(spec["datasets"].values()))
+    assert [(point["row"], point["kind"], point["value"]) for point in drawn] == [
+        ("2nn,iid,E=1,B=10,C=0.1", "paper", 87),
+        ("2nn,iid,E=1,B=10,C=0.1", "measured", 83),
+        ("2nn,non-iid,E=1,B=10,C=0.1", "paper", 664),
+        ("2nn,non-iid,E=1,B=10,C=0.1", "measured", 370),
+        ("2nn,iid,E=1,B=10,C=0.2", "paper", 77),  # and no measured point
+    ]
+    # painted: the measured points' blue (vega-lite's 0.7 opacity for points, on white)
+    # beyond the ~100 pixels of the legend's square
+    blue = spec["encoding"]["color"]["scale"]["range"][1]
+    on_white = "#" + "".join(
+        f"{round(0.7 * int(blue[i : i + 2], 16) + 0.3 * 255):02x}" for i in (1, 3, 5)
+    )
+    assert pixels_of(painted, on_white) > 150
+    assert shown_refusals == [f"Not loaded: {line}" for line in refusals]
+    print(f"reproduced table test: {time.monotonic() - started:.1f} s")
