@@ -12,6 +12,7 @@ from fedcore.reproduction.reproduce import (
     Measured,
     best_rate,
     make_plan,
+    skipped_row,
     summary_row,
     to_markdown,
 )
@@ -69,11 +70,22 @@ def test_rows_are_chosen_by_their_words() -> None:
         table.select("2nn,E=5")
 
 
-def test_a_plan_leaves_the_heavy_rows_out_unless_named() -> None:
+def test_a_plan_leaves_the_heavy_and_unpublished_rows_out_unless_named() -> None:
     plan = make_plan("mcmahan2017-table1")
-    assert len(plan.rows) == 20 and len(plan.skipped) == 20
-    assert all(row.key.startswith("2nn") for row in plan.rows)
-    assert len(plan.cells) == 20 * len(plan.learning_rates)
+    assert len(plan.rows) == 16 and len(plan.skipped) == 24  # 20 CNN rows, 4 "—" 2NN rows
+    assert all(row.key.startswith("2nn") and row.paper for row in plan.rows)
+    assert len(plan.cells) == 16 * len(plan.learning_rates)
+    unpublished = [row for row in plan.skipped if row.paper is None]
+    assert [row.key for row in unpublished if row.key.startswith("2nn")] == [
+        "2nn,iid,E=1,B=inf,C=0.5", "2nn,iid,E=1,B=inf,C=1.0",
+        "2nn,non-iid,E=1,B=inf,C=0.5", "2nn,non-iid,E=1,B=inf,C=1.0",
+    ]  # fmt: skip
+    note = skipped_row(plan, unpublished[0])["note"]
+    assert note.startswith("not run: ") and note.endswith(
+        "on this machine, and the paper gives no figure (name it with --rows)"
+    )
+    assert "no figure" not in skipped_row(plan, plan.skipped[-1])["note"]  # a CNN row's
+    assert len(make_plan("mcmahan2017-table1", rows="2nn,B=inf").rows) == 10  # named: all run
     named = make_plan(
         "mcmahan2017-table1", rows="cnn,iid,B=10,C=0.1", seeds=2, learning_rates="0.1"
     )

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from fedcore.learning.evaluation import confusion_matrix, evaluate, subset_accuracy
+from fedcore.learning.evaluation import confusion_matrix, evaluate, predict, subset_accuracy
 from fedcore.learning.models import build_model
 from fedcore.learning.textbook import reference_train
 from fedcore.learning.train import train
@@ -115,3 +115,21 @@ def test_evaluate_reports_subsets():
     assert set(report.subset_accuracy) == {"1,3", "2"}
     assert 0.9 < report.accuracy <= 1.0
     assert sum(map(sum, report.confusion)) == 300
+
+
+@pytest.mark.parametrize("kind", ["mlp", "2nn", "logreg"])
+def test_an_mlp_is_scored_by_onednn_as_by_its_own_forward_pass(kind):
+    """`predict` runs the MLPs' linear layers through oneDNN: the same logits up to
+    float rounding, the same digits, and the same bits every time."""
+    x, y = toy_data(2000)
+    model = build_model(3, kind)
+    train(model, x, y, epochs=1, batch_size=32, learning_rate=0.05, momentum=0.9, seed=0)
+    logits, digits = predict(model, x)
+    with torch.no_grad():
+        expected = model(x)
+    assert torch.backends.mkldnn.is_available()  # else predict is model(x) and this proves nothing
+    assert torch.allclose(logits, expected, rtol=0, atol=1e-5)
+    assert not logits.is_mkldnn and logits.shape == (2000, 10)
+    assert torch.equal(digits, expected.argmax(dim=1))
+    again, _ = predict(model, x)
+    assert torch.equal(logits, again)

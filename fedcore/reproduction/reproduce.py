@@ -31,7 +31,8 @@ MAX_SEEDS = 10
 @dataclass(frozen=True)
 class Plan:
     """What one `reproduce` command runs: the table's chosen rows, each at every
-    learning rate and seed; `skipped` are the heavy rows left out (not asked for)."""
+    learning rate and seed; `skipped` are the rows left out because they were not
+    asked for: the heavy ones, and those whose paper gives no figure."""
 
     table: Table
     rows: tuple[Row, ...]
@@ -81,12 +82,16 @@ def make_plan(
     data_dir: str = "",
 ) -> Plan:
     """The command's plan, every setting checked before anything runs. With no
-    `rows`, every row but the heavy ones (which only run when `rows` names them)."""
+    `rows`, every row but the heavy ones and those the paper gives no figure for
+    ("—": nothing to compare with, and capped at `UNPUBLISHED_ROUNDS`, the dearest
+    of all at C=1.0); they run only when `rows` names them."""
     table = find_table(name)
     if not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(f"--seeds {seeds}: give 1 to {MAX_SEEDS}")
     chosen = table.select(rows)
-    skipped = [] if rows is not None else [row for row in chosen if table.is_heavy(row)]
+    skipped = (
+        [] if rows is not None else [r for r in chosen if table.is_heavy(r) or r.paper is None]
+    )
     plan = Plan(
         table=table,
         rows=tuple(row for row in chosen if row not in skipped),
@@ -183,13 +188,14 @@ def summary_row(plan: Plan, measured: Measured) -> dict[str, Any]:
 
 def skipped_row(plan: Plan, row: Row) -> dict[str, Any]:
     seconds = plan.estimate_seconds(row)
+    why = "" if row.paper is not None else ", and the paper gives no figure"
     return {
         "table": plan.table.name,
         "row": row.key,
         "measure": plan.table.measure,
         "paper": row.paper,
         "source": row.source,
-        "note": f"not run: {duration_text(seconds)} on this machine (name it with --rows)",
+        "note": f"not run: {duration_text(seconds)} on this machine{why} (name it with --rows)",
     }
 
 
