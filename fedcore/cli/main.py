@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument(
         "--rows",
         help="the rows to run, ';' between rows, each the words its key must hold (e.g. "
-        "'2nn,iid,B=10,C=0.1' or '2nn,iid'); default: every row but the CNN's",
+        "'2nn,iid,B=10,C=0.1' or '2nn,iid'); default: every row but the CNN's and those "
+        "the paper gives no figure for",
     )
     reproduce.add_argument("--seeds", type=int, default=1, help="seeds per row (default 1)")
     reproduce.add_argument(
