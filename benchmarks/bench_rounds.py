@@ -54,7 +54,10 @@ def measure(data_dir: str, rounds: int, fraction: float = 0.1) -> dict:
     with Engine() as engine:
         warm = ExperimentConfig(data_dir=data_dir, num_rounds=1, local_epochs=1)
         engine.submit(warm, "federated", use_cache=False).result()
-        sampled = {"fraction_train": fraction, "min_train_clients": max(1, round(100 * fraction))}
+        sampled = {
+            "fraction_train": fraction,
+            "min_train_clients": max(1, round(SCALE["num_clients"] * fraction)),
+        }
         config = ExperimentConfig(data_dir=data_dir, num_rounds=rounds, **(SCALE | sampled))
         result = engine.submit(config, "federated", use_cache=False).result()
     wall, clients = result.timings["federated"], result.timings["federated-clients"]
@@ -88,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--rounds", type=int, default=50)
-    parser.add_argument("--fraction", type=float, default=0.1, help="clients a round, of 100")
+    parser.add_argument("--fraction", type=float, default=0.1, help="share of clients a round")
     parser.add_argument("--before", default=BEFORE_COMMIT, help="the commit to compare with")
     args = parser.parse_args()
     data_dir = str(Path(args.data_dir).resolve())

@@ -48,7 +48,7 @@ def _mlp_logits(model: MLP, x: torch.Tensor) -> torch.Tensor:
     `torch.utils.mkldnn.MkldnnLinear` calls), picks its kernels by instruction set,
     and scores the test set markedly faster there (docs/benchmarks.md). The same
     float32 products, summed in another order: the logits agree with `model(x)` to
-    about 1e-7, and a given machine always gives the same ones. Scoring the global
+    within about 1e-6, and a given machine always gives the same ones. Scoring the global
     model after every round is most of a one-client round, so this is where it pays.
     """
     h = x
