@@ -121,52 +121,79 @@ def chart_spec(renderer) -> dict:
     return json.loads(spec) if isinstance(spec, str) else spec
 
 
-def launch_chromium(playwright):
+@contextlib.contextmanager
+def chromium():
+    """Debian's chromium under playwright, closed afterwards, also on failure."""
+    from playwright.sync_api import sync_playwright
+
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is missing: apt-get install chromium (.ci/run does)")
-    return playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync"],
-    )  # fmt: skip
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_page(browser, url: str, heading: str, *, width: int = 1280, height: int = 3000,
+              timeout: int = 120_000):  # fmt: skip
+    """A new page on `url` once its heading `heading` is drawn: the page and the
+    notebook cell that holds the heading. Waited for in `expect`, not in `goto`
+    (only until the server answers), so a slow first load meets `timeout`, not
+    playwright's 30 s for a page load."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(url, wait_until="commit")
+    title = page.get_by_role("heading", name=heading)
+    expect(title).to_be_visible(timeout=timeout)
+    return page, page.locator("[data-cell-name]", has=title)
+
+
+def expect_no_errors(page) -> None:
+    """No refusal, failed run or marimo error anywhere in the page."""
+    from playwright.sync_api import expect
+
+    for problem in ("cannot run", "could not be loaded", "The run failed"):
+        expect(page.get_by_text(problem)).to_have_count(0)
+    expect(page.locator(".marimo-error, [data-testid='marimo-error']")).to_have_count(0)
 
 
 def test_browser_changes_a_control_and_the_page_follows(running_app):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 4000})
-            page.goto(running_app)
-            story = page.get_by_text("On the digits a client never saw")
-            expect(story).to_be_visible(timeout=300_000)
-            expect(page.get_by_text("train locally for 1 epoch(s) per round")).to_be_visible()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 4000})
+        page.goto(running_app)
+        story = page.get_by_text("On the digits a client never saw")
+        expect(story).to_be_visible(timeout=300_000)
+        expect(page.get_by_text("train locally for 1 epoch(s) per round")).to_be_visible()
 
-            # Share: the results JSON and the offline report, made when clicked.
-            with page.expect_download() as download:
-                page.get_by_text("Results (JSON)").click()
-            results = json.loads(Path(download.value.path()).read_text())
-            assert results["config"]["local_epochs"] == 1 and results["federated"]["history"]
-            with page.expect_download() as download:
-                page.get_by_text("Report (HTML)").click()
-            report = Path(download.value.path()).read_text()
-            # 8 charts of the story, 2 of what the server learned from it
-            assert report.count("<figure data-chart=") == 10 and "<script" not in report
+        # Share: the results JSON and the offline report, made when clicked.
+        with page.expect_download() as download:
+            page.get_by_text("Results (JSON)").click()
+        results = json.loads(Path(download.value.path()).read_text())
+        assert results["config"]["local_epochs"] == 1 and results["federated"]["history"]
+        with page.expect_download() as download:
+            page.get_by_text("Report (HTML)").click()
+        report = Path(download.value.path()).read_text()
+        # 8 charts of the story, 2 of what the server learned from it
+        assert report.count("<figure data-chart=") == 10 and "<script" not in report
 
-            # Move the "Local epochs" slider one step with the keyboard.
-            slider = page.get_by_role("slider").nth(2)
-            slider.focus()
-            page.keyboard.press("ArrowRight")
-            expect(page.get_by_text("train locally for 2 epoch(s) per round")).to_be_visible(
-                timeout=300_000
-            )
-            expect(story).to_be_visible(timeout=300_000)
-            for problem in ("cannot run", "could not be loaded", "The run failed"):
-                expect(page.get_by_text(problem)).to_have_count(0)
-            expect(page.locator(".marimo-error, [data-testid='marimo-error']")).to_have_count(0)
-        finally:
-            browser.close()
+        # Move the "Local epochs" slider one step with the keyboard.
+        slider = page.get_by_role("slider").nth(2)
+        slider.focus()
+        page.keyboard.press("ArrowRight")
+        expect(page.get_by_text("train locally for 2 epoch(s) per round")).to_be_visible(
+            timeout=300_000
+        )
+        expect(story).to_be_visible(timeout=300_000)
+        expect_no_errors(page)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,14 @@ from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.specs import default_exclusions
 from fedcore.report import charts, tables
 
-from .test_app import chart_spec, cli_beside_the_page, launch_chromium, serve_app
+from .test_app import (
+    chart_spec,
+    chromium,
+    cli_beside_the_page,
+    expect_no_errors,
+    open_page,
+    serve_app,
+)
 from .test_app_lab import tiny_result
 
 # ------------------------------------------------------------ the shared tables
@@ -187,7 +194,7 @@ def screenshot(page, section, path: Path) -> None:
 
 
 def test_compare_a_lab_run_and_a_results_file(mnist_dir, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     started = time.monotonic()
     results = tmp_path / "cli.json"
@@ -195,68 +202,58 @@ def test_compare_a_lab_run_and_a_results_file(mnist_dir, tmp_path):
     bad.write_text('{"hello": "world"}')
     reference = cli_beside_the_page(mnist_dir, results, *FILE_RUN, "--phase", "federated")
     try:
-        with serve_app(mnist_dir, tmp_path) as server, sync_playwright() as playwright:
-            browser = launch_chromium(playwright)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 2400})
-                page.goto(server.url + ADDRESS)
+        with serve_app(mnist_dir, tmp_path) as server, chromium() as browser:
+            # (a) The address's settings are the lab's controls' values.
+            url = server.url + ADDRESS
+            page, lab = open_page(browser, url, "The lab's settings", height=2400)
+            split = lab.locator("select:has(option:text-is('classes'))")
+            expect(split).to_have_value("classes")
+            expect(lab.locator('input[aria-label*="digits per client"]')).to_have_value("2")
+            sliders = lab.get_by_role("slider")  # clients, rounds, epochs
+            for index, value in enumerate(("4", "2", "1")):
+                expect(sliders.nth(index)).to_have_attribute("aria-valuenow", value)
+            expect(lab.get_by_text("Some settings in the page's address")).to_be_visible()
+            expect(lab.get_by_text("seed=abc")).to_be_visible()
+            lab.get_by_role("button", name="Run the lab").click()
+            expect(page.get_by_role("heading", name="The lab's results")).to_be_visible(
+                timeout=120_000
+            )
+            # The run wrote its settings in the address; the bad seed is gone.
+            expect(page).to_have_url(re.compile(r"[?&]num-clients=4(&|$)"))
+            address = page.url
 
-                # (a) The address's settings are the lab's controls' values.
-                heading = page.get_by_role("heading", name="The lab's settings")
-                expect(heading).to_be_visible(timeout=120_000)
-                lab = page.locator("[data-cell-name]", has=heading)
-                split = lab.locator("select:has(option:text-is('classes'))")
-                expect(split).to_have_value("classes")
-                expect(lab.locator('input[aria-label*="digits per client"]')).to_have_value("2")
-                sliders = lab.get_by_role("slider")  # clients, rounds, epochs
-                for index, value in enumerate(("4", "2", "1")):
-                    expect(sliders.nth(index)).to_have_attribute("aria-valuenow", value)
-                expect(lab.get_by_text("Some settings in the page's address")).to_be_visible()
-                expect(lab.get_by_text("seed=abc")).to_be_visible()
-                lab.get_by_role("button", name="Run the lab").click()
-                expect(page.get_by_role("heading", name="The lab's results")).to_be_visible(
-                    timeout=120_000
-                )
-                # The run wrote its settings in the address; the bad seed is gone.
-                expect(page).to_have_url(re.compile(r"[?&]num-clients=4(&|$)"))
-                address = page.url
+            # (b) A results file and a bad file, loaded through the file input.
+            log, _ = reference.communicate(timeout=120)
+            assert reference.returncode == 0, log
+            expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
+            page.locator("input[type=file]").first.set_input_files([results, bad])
+            refused = page.get_by_text("Not loaded: bad.json: not a fedcore results file")
+            expect(refused).to_be_visible(timeout=30_000)
 
-                # (b) A results file and a bad file, loaded through the file input.
-                log, _ = reference.communicate(timeout=120)
-                assert reference.returncode == 0, log
-                expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
-                page.locator("input[type=file]").first.set_input_files([results, bad])
-                refused = page.get_by_text("Not loaded: bad.json: not a fedcore results file")
-                expect(refused).to_be_visible(timeout=30_000)
-
-                # Pin the lab's run and the file's: the overlay, the tables.
-                pins = page.locator("marimo-multiselect").filter(has_text="Pinned runs")
-                expect(pins).to_have_attribute("data-options", re.compile(r"classes:2.*cli\.json"))
-                pins.locator("button").click()
-                options = page.get_by_role("option").filter(has_text=" clients, ")
-                names = [name.strip() for name in options.all_inner_texts()]
-                lab_name = next(n for n in names if n.startswith("lab ") and "classes:2" in n)
-                file_name = next(n for n in names if "(cli.json): iid" in n)
-                for name in (lab_name, file_name):
-                    page.get_by_role("option", name=name, exact=True).click()
-                page.keyboard.press("Escape")
-                differ = page.get_by_role("heading", name="Settings that differ")
-                expect(differ).to_be_visible(timeout=30_000)
-                section = page.locator("[data-cell-name]", has=differ)
-                chart = section.locator("marimo-mime-renderer[data-mime*='vegalite']")
-                expect(chart.locator(".vega-embed .marks")).to_have_count(1, timeout=30_000)
-                box = chart.locator(".vega-embed .marks").bounding_box()
-                assert box and box["width"] > 100 and box["height"] > 100
-                painted = chart.locator(".vega-embed .marks").screenshot()
-                spec = chart_spec(chart)
-                rows = {cells[0]: cells[1:] for cells in table_rows(section)}
-                for problem in ("cannot run", "could not be loaded", "The run failed"):
-                    expect(page.get_by_text(problem)).to_have_count(0)
-                expect(page.locator(".marimo-error, [data-testid='marimo-error']")).to_have_count(0)
-                if os.environ.get("FEDCORE_SCREENSHOTS"):  # docs/screenshots/compare-runs.png
-                    screenshot(page, section, Path(os.environ["FEDCORE_SCREENSHOTS"]) / SHOT)
-            finally:
-                browser.close()
+            # Pin the lab's run and the file's: the overlay, the tables.
+            pins = page.locator("marimo-multiselect").filter(has_text="Pinned runs")
+            expect(pins).to_have_attribute("data-options", re.compile(r"classes:2.*cli\.json"))
+            pins.locator("button").click()
+            options = page.get_by_role("option").filter(has_text=" clients, ")
+            names = [name.strip() for name in options.all_inner_texts()]
+            lab_name = next(n for n in names if n.startswith("lab ") and "classes:2" in n)
+            file_name = next(n for n in names if "(cli.json): iid" in n)
+            for name in (lab_name, file_name):
+                page.get_by_role("option", name=name, exact=True).click()
+            page.keyboard.press("Escape")
+            differ = page.get_by_role("heading", name="Settings that differ")
+            expect(differ).to_be_visible(timeout=30_000)
+            section = page.locator("[data-cell-name]", has=differ)
+            chart = section.locator("marimo-mime-renderer[data-mime*='vegalite']")
+            expect(chart.locator(".vega-embed .marks")).to_have_count(1, timeout=30_000)
+            box = chart.locator(".vega-embed .marks").bounding_box()
+            assert box and box["width"] > 100 and box["height"] > 100
+            painted = chart.locator(".vega-embed .marks").screenshot()
+            spec = chart_spec(chart)
+            rows = {cells[0]: cells[1:] for cells in table_rows(section)}
+            expect_no_errors(page)
+            if os.environ.get("FEDCORE_SCREENSHOTS"):  # docs/screenshots/compare-runs.png
+                screenshot(page, section, Path(os.environ["FEDCORE_SCREENSHOTS"]) / SHOT)
         assert "Traceback" not in server.log_text()
     finally:
         if reference.poll() is None:
@@ -318,7 +315,7 @@ def reproduced_table_csv(name: str) -> str:
 
 
 def test_compare_a_reproduced_table_against_the_papers_figures(mnist_dir, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from fedcore.reproduction.tables import tables as known_tables
 
@@ -335,45 +332,37 @@ def test_compare_a_reproduced_table_against_the_papers_figures(mnist_dir, tmp_pa
         "garbage.csv: not a CSV table ('utf-8' codec can't decode byte 0x89 in position 0: "
         "invalid start byte)",
     ]
-    with serve_app(mnist_dir, tmp_path) as server, sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 2400})
-            page.goto(server.url)
-            heading = page.get_by_role("heading", name="A paper reproduced")
-            expect(heading).to_be_visible(timeout=300_000)
-            loader = page.locator("[data-cell-name]", has=heading)
-            loader.locator("input[type=file]").set_input_files(good)
+    with serve_app(mnist_dir, tmp_path) as server, chromium() as browser:
+        page, loader = open_page(
+            browser, server.url, "A paper reproduced", height=2400, timeout=300_000
+        )
+        loader.locator("input[type=file]").set_input_files(good)
 
-            # The view: the table's name, its chart, its rows as text.
-            shown = page.locator("[data-cell-name]").filter(
-                has=page.locator("strong", has_text=name)
-            )
-            expect(shown).to_have_count(1, timeout=300_000)
-            view = page.locator(f"[data-cell-id='{shown.get_attribute('data-cell-id')}']")
-            chart = view.locator("marimo-mime-renderer[data-mime*='vegalite']")
-            marks = chart.locator(".vega-embed .marks")
-            expect(marks).to_have_count(1, timeout=30_000)
-            box = marks.bounding_box()
-            assert box and box["width"] > 100 and box["height"] > 50
-            painted = marks.screenshot()
-            spec = chart_spec(chart)
-            rows = table_rows(view)
-            headline = view.locator("strong", has_text=name).locator("xpath=..").inner_text()
+        # The view: the table's name, its chart, its rows as text.
+        shown = page.locator("[data-cell-name]").filter(has=page.locator("strong", has_text=name))
+        expect(shown).to_have_count(1, timeout=300_000)
+        view = page.locator(f"[data-cell-id='{shown.get_attribute('data-cell-id')}']")
+        chart = view.locator("marimo-mime-renderer[data-mime*='vegalite']")
+        marks = chart.locator(".vega-embed .marks")
+        expect(marks).to_have_count(1, timeout=30_000)
+        box = marks.bounding_box()
+        assert box and box["width"] > 100 and box["height"] > 50
+        painted = marks.screenshot()
+        spec = chart_spec(chart)
+        rows = table_rows(view)
+        headline = view.locator("strong", has_text=name).locator("xpath=..").inner_text()
 
-            # Bad files: one line each in place of the table, never a traceback.
-            shown_refusals = []
-            for bad in (unknown, garbage):
-                loader.locator("input[type=file]").set_input_files(bad)
-                refused = view.get_by_text(f"Not loaded: {bad.name}: ")
-                expect(refused).to_be_visible(timeout=30_000)
-                expect(chart).to_have_count(0)
-                expect(view.locator("table")).to_have_count(0)
-                shown_refusals.append(refused.inner_text().strip())
-            expect(page.get_by_text("Traceback")).to_have_count(0)
-            expect(page.locator(".marimo-error, [data-testid='marimo-error']")).to_have_count(0)
-        finally:
-            browser.close()
+        # Bad files: one line each in place of the table, never a traceback.
+        shown_refusals = []
+        for bad in (unknown, garbage):
+            loader.locator("input[type=file]").set_input_files(bad)
+            refused = view.get_by_text(f"Not loaded: {bad.name}: ")
+            expect(refused).to_be_visible(timeout=30_000)
+            expect(chart).to_have_count(0)
+            expect(view.locator("table")).to_have_count(0)
+            shown_refusals.append(refused.inner_text().strip())
+        expect(page.get_by_text("Traceback")).to_have_count(0)
+        expect(page.locator(".marimo-error, [data-testid='marimo-error']")).to_have_count(0)
     assert "Traceback" not in server.log_text()
 
     assert headline.startswith(f"{name}: McMahan, Moore, Ramage")

@@ -4,7 +4,7 @@ images are the clients' own."""
 
 import re
 
-from .test_app import launch_chromium, serve_app
+from .test_app import chromium, open_page, serve_app
 
 LONG = 600_000  # ms
 
@@ -14,15 +14,11 @@ def chapter_cell(page, text: str):
 
 
 def test_the_chapter_shows_what_the_server_learned(mnist_dir, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with serve_app(mnist_dir, tmp_path) as server, sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        page = browser.new_page(viewport={"width": 1280, "height": 3000})
-        page.goto(server.url, wait_until="commit")
-        story = page.get_by_role("heading", name="In the story's run")
-        expect(story).to_be_visible(timeout=LONG)
-        table = page.locator("[data-cell-name]").filter(has=story).last
+    with serve_app(mnist_dir, tmp_path) as server, chromium() as browser:
+        page, story = open_page(browser, server.url, "In the story's run", timeout=LONG)
+        table = story.last
         for client, missing in (
             ("Client 1", "1,3,7"),
             ("Client 2", "2,5,8"),
@@ -41,4 +37,3 @@ def test_the_chapter_shows_what_the_server_learned(mnist_dir, tmp_path):
         expect(rows).to_have_count(3)
         for index in range(3):  # one image a round, rebuilt to the float's precision
             expect(rows.nth(index)).to_contain_text("100")
-        browser.close()

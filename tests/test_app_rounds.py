@@ -14,7 +14,14 @@ import pytest
 from fedcore.experiment.results import RoundResult
 from fedcore.report import charts, tables
 
-from .test_app import chart_spec, cli_beside_the_page, launch_chromium, serve_app
+from .test_app import (
+    chart_spec,
+    chromium,
+    cli_beside_the_page,
+    expect_no_errors,
+    open_page,
+    serve_app,
+)
 from .test_app_lab import tiny_result
 
 # ------------------------------------------------------------ tables and charts
@@ -133,7 +140,7 @@ ROUND_VIEWS = [
 
 
 def test_lab_round_views_in_the_browser(mnist_dir, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     started = time.monotonic()
     out = tmp_path / "cli.json"
@@ -149,56 +156,48 @@ def test_lab_round_views_in_the_browser(mnist_dir, tmp_path):
         f"&privacy={quote(lab['privacy'])}"
     )
     try:
-        with serve_app(mnist_dir, tmp_path) as server, sync_playwright() as playwright:
-            browser = launch_chromium(playwright)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 3000})
-                page.goto(server.url + query)
-                heading = page.get_by_role("heading", name="The lab's settings")
-                expect(heading).to_be_visible(timeout=120_000)
-                settings = page.locator("[data-cell-name]", has=heading)
-                strategy = settings.locator("select:has(option:text-is('fedmedian'))")
-                privacy = settings.locator("select:has(option:text-is('server'))")
-                expect(strategy).to_have_value("fedprox")  # from the address
-                expect(privacy).to_have_value("server")
-                strategy.select_option("fedmedian")  # no privacy with the median
-                refused = page.get_by_text("These lab settings cannot run:")
-                expect(refused).to_be_visible(timeout=30_000)
-                expect(page.get_by_text("needs fedavg or fedprox")).to_be_visible()
-                strategy.select_option("fedprox")
-                expect(refused).to_have_count(0, timeout=30_000)
-                settings.get_by_role("button", name="Run the lab").click()
+        with serve_app(mnist_dir, tmp_path) as server, chromium() as browser:
+            url = server.url + query
+            page, settings = open_page(browser, url, "The lab's settings", width=1400)
+            strategy = settings.locator("select:has(option:text-is('fedmedian'))")
+            privacy = settings.locator("select:has(option:text-is('server'))")
+            expect(strategy).to_have_value("fedprox")  # from the address
+            expect(privacy).to_have_value("server")
+            strategy.select_option("fedmedian")  # no privacy with the median
+            refused = page.get_by_text("These lab settings cannot run:")
+            expect(refused).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("needs fedavg or fedprox")).to_be_visible()
+            strategy.select_option("fedprox")
+            expect(refused).to_have_count(0, timeout=30_000)
+            settings.get_by_role("button", name="Run the lab").click()
 
-                rounds_heading = page.get_by_role("heading", name="Inside the rounds")
-                expect(rounds_heading).to_be_visible(timeout=120_000)
-                views = page.locator("[data-cell-name]", has=rounds_heading)
-                renderers = views.locator("marimo-mime-renderer[data-mime*='vegalite']")
-                expect(renderers).to_have_count(len(ROUND_VIEWS))
-                titles = []
-                for index in range(len(ROUND_VIEWS)):
-                    chart = renderers.nth(index)
-                    marks = chart.locator(".vega-embed .marks")
-                    expect(marks).to_have_count(1, timeout=30_000)
-                    box = marks.bounding_box()
-                    assert box and box["width"] > 100 and box["height"] > 100
-                    spec = chart_spec(chart)
-                    titles.append(spec["title"])
-                results = page.locator(
-                    "[data-cell-name]", has=page.get_by_role("heading", name="The lab's results")
-                )
-                shown = {}
-                for row in results.locator("tr").all():
-                    measure, _, value = row.inner_text().partition("\t")
-                    shown[measure.strip()] = value.strip()
-                page.wait_for_timeout(300)
-                url = page.url
-                for problem in ("cannot run", "could not be loaded", "The run failed"):
-                    expect(page.get_by_text(problem)).to_have_count(0)
-                if os.environ.get("FEDCORE_SCREENSHOT"):
-                    rounds_heading.scroll_into_view_if_needed()
-                    views.screenshot(path=os.environ["FEDCORE_SCREENSHOT"])
-            finally:
-                browser.close()
+            rounds_heading = page.get_by_role("heading", name="Inside the rounds")
+            expect(rounds_heading).to_be_visible(timeout=120_000)
+            views = page.locator("[data-cell-name]", has=rounds_heading)
+            renderers = views.locator("marimo-mime-renderer[data-mime*='vegalite']")
+            expect(renderers).to_have_count(len(ROUND_VIEWS))
+            titles = []
+            for index in range(len(ROUND_VIEWS)):
+                chart = renderers.nth(index)
+                marks = chart.locator(".vega-embed .marks")
+                expect(marks).to_have_count(1, timeout=30_000)
+                box = marks.bounding_box()
+                assert box and box["width"] > 100 and box["height"] > 100
+                spec = chart_spec(chart)
+                titles.append(spec["title"])
+            results = page.locator(
+                "[data-cell-name]", has=page.get_by_role("heading", name="The lab's results")
+            )
+            shown = {}
+            for row in results.locator("tr").all():
+                measure, _, value = row.inner_text().partition("\t")
+                shown[measure.strip()] = value.strip()
+            page.wait_for_timeout(300)
+            url = page.url
+            expect_no_errors(page)
+            if os.environ.get("FEDCORE_SCREENSHOT"):
+                rounds_heading.scroll_into_view_if_needed()
+                views.screenshot(path=os.environ["FEDCORE_SCREENSHOT"])
         assert "Traceback" not in server.log_text()
         log, _ = reference.communicate(timeout=120)
     finally:

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from .conftest import REPO
-from .test_app import launch_chromium, serve_app
+from .test_app import chromium, serve_app
 
 DONE = "On the digits a client never saw"
 LONG = 180_000  # ms
@@ -33,12 +33,8 @@ def server(mnist_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def new_page(browser, server, query: str = ""):

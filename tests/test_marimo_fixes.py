@@ -13,7 +13,7 @@ from marimo._runtime.commands import UpdateUIElementCommand
 from fedcore.app.marimo_fixes import merge_ui_commands
 from fedcore.deploy.network import free_port, wait_until_listening
 
-from .test_app import BIN, launch_chromium
+from .test_app import BIN, chromium
 
 PAGE = Path(__file__).parent / "data" / "two_sliders.py"
 
@@ -30,8 +30,6 @@ def test_each_control_goes_on_alone_at_its_last_value_in_order():
 
 def kernel_saw(fixed: bool, folder: Path) -> list[str]:
     """What the kernel of `PAGE` printed after both sliders moved to 10 while it was busy."""
-    from playwright.sync_api import sync_playwright
-
     port, log = free_port(), folder / f"server-{fixed}.log"
     env = os.environ | {"FEDCORE_MARIMO_FIX": "1" if fixed else "0"}
     with log.open("w") as out:
@@ -42,8 +40,7 @@ def kernel_saw(fixed: bool, folder: Path) -> list[str]:
     try:
         wait_until_listening(None, port, lambda: server.poll() is None, time.monotonic() + 60,
                              what="the marimo server")  # fmt: skip
-        with sync_playwright() as playwright:
-            browser = launch_chromium(playwright)
+        with chromium() as browser:
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
             deadline = time.monotonic() + 60
@@ -62,7 +59,6 @@ def kernel_saw(fixed: bool, folder: Path) -> list[str]:
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.1)
             time.sleep(4)  # a run more would show here
-            browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedcore.learning.models import CNN, MLP, MODELS, LeNet, build_model
+from fedcore.learning.models import CNN, MLP, MODELS, LeNet, build_model, model_with_weights
 from fedcore.learning.textbook import reference_train
 from fedcore.learning.train import train
 
@@ -19,6 +19,23 @@ def tiny_data(n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
 
 def same_weights(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("kind", ["2nn", "lenet"])
+def test_a_reused_model_trains_as_a_fresh_one_would(kind):
+    """The client's model is reused between messages: whatever the last one left in it
+    (trained weights, the textbook loop's gradients), the next trains from what was sent."""
+    x, y = tiny_data()
+    settings = dict(epochs=1, batch_size=32, learning_rate=0.05, momentum=0.9, seed=0)
+    sent = {k: v.clone() for k, v in build_model(3, kind).state_dict().items()}
+    fresh = build_model(3, kind)
+    expected = train(fresh, x, y, **settings)
+    reused = model_with_weights(kind, build_model(4, kind).state_dict())
+    train(reused, x, y, **settings)  # what an earlier message left in it
+    assert model_with_weights(kind, sent) is reused
+    assert train(reused, x, y, **settings) == expected and same_weights(reused, fresh)
+    with pytest.raises(RuntimeError, match="Missing key"):  # strict: every weight is sent
+        model_with_weights(kind, dict(list(sent.items())[1:]))
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -18,7 +18,7 @@ from fedcore.report.html import report_html
 from fedcore.report.text import format_table
 
 from .conftest import REPO
-from .test_app import launch_chromium
+from .test_app import chromium
 
 # A real run of 1000 rounds (`tests/data/README.md` says how it was made), compact JSON
 REAL_1000 = REPO / "tests" / "data" / "real-1000-rounds.json.gz"
@@ -46,31 +46,25 @@ def test_the_report_opens_offline_and_paints_every_chart(made):
     folder, result = made
     report = folder / "report.html"
     assert report.stat().st_size < 3_000_000
-    from playwright.sync_api import sync_playwright
+    with chromium() as browser:
+        page = browser.new_page()
+        asked = []
 
-    with sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page()
-            asked = []
+        def block(route):
+            if not route.request.url.startswith("file:"):
+                asked.append(route.request.url)
+                return route.abort()
+            return route.continue_()
 
-            def block(route):
-                if not route.request.url.startswith("file:"):
-                    asked.append(route.request.url)
-                    return route.abort()
-                return route.continue_()
-
-            page.route("**/*", block)
-            page.goto(report.as_uri())
-            figures = page.locator("figure[data-chart]")
-            assert figures.count() == len(run_charts(result)) == 8
-            for i in range(figures.count()):
-                marks = figures.nth(i).locator("svg.marks path, svg.marks rect")
-                assert marks.count() > 5, figures.nth(i).get_attribute("data-chart")
-            assert page.get_by_role("heading", name="Alone vs together").count() == 1
-            assert asked == []  # nothing fetched
-        finally:
-            browser.close()
+        page.route("**/*", block)
+        page.goto(report.as_uri())
+        figures = page.locator("figure[data-chart]")
+        assert figures.count() == len(run_charts(result)) == 8
+        for i in range(figures.count()):
+            marks = figures.nth(i).locator("svg.marks path, svg.marks rect")
+            assert marks.count() > 5, figures.nth(i).get_attribute("data-chart")
+        assert page.get_by_role("heading", name="Alone vs together").count() == 1
+        assert asked == []  # nothing fetched
 
 
 def test_the_reports_numbers_are_the_results_files(made):

@@ -41,7 +41,7 @@ from fedcore.flower.secure_aggregation import secagg_mod
 from fedcore.flower.strategies import DROPOUT_REASON, UNIFORM_WEIGHT
 from fedcore.learning.attacks import is_attacker
 from fedcore.learning.local import drops_out, local_sgd_steps, train_on_partition
-from fedcore.learning.models import build_model
+from fedcore.learning.models import model_with_weights
 
 
 class ClientFailure(RuntimeError):
@@ -104,9 +104,8 @@ def train_handler(msg: Message, context: Context) -> Message:
     control = ClientControl.of(msg, context)  # SCAFFOLD's c and c_i
     try:
         data, partition = _partition(config, partition_id)
-        model = build_model(config.seed, config.model)
         sent = msg.content["arrays"].to_torch_state_dict()
-        model.load_state_dict(sent)
+        model = model_with_weights(config.model, sent)
         losses = train_on_partition(
             model,
             data,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,15 @@ DEFAULT_RESULTS_DIR = "results"
 
 
 def experiment_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
-    """The experiment settings in a run config; a mistyped key raises `ConfigError`."""
-    return config_from_run_config(
-        {key: value for key, value in run_config.items() if key != RESULTS_DIR_KEY}
-    )
+    """The experiment settings in a run config; a mistyped key raises `ConfigError`.
+    Parsed once per run config, not in every message of every client (the ClientApp
+    and its privacy mod each read it)."""
+    return _parsed(tuple(sorted(item for item in run_config.items() if item[0] != RESULTS_DIR_KEY)))
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed(items: tuple[tuple[str, Any], ...]) -> ExperimentConfig:
+    return config_from_run_config(dict(items))
 
 
 def results_dir(run_config: Mapping[str, Any]) -> Path:

@@ -17,7 +17,7 @@ old `Net`'s state_dict (same keys, same shapes).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -119,3 +119,20 @@ def build_model(seed: int, kind: str = "mlp") -> nn.Module:
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _CONSTRUCTORS[kind]()
+
+
+_REUSED = threading.local()  # per thread: {kind: model}
+
+
+def model_with_weights(kind: str, weights: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A `kind` model holding `weights`, all of them (loaded strictly): a client's
+    model for what the server sent. One model per kind and thread is built once and
+    reloaded every time, since a fresh one would draw a seeded initialisation that
+    the weights then overwrite, for every client of every round. The model is the
+    caller's until its thread asks for another of the same kind."""
+    models = _REUSED.__dict__
+    if kind not in models:
+        models[kind] = build_model(0, kind)
+    model = models[kind]
+    model.load_state_dict(weights)
+    return model
