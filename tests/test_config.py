@@ -55,6 +55,17 @@ def test_pyproject_run_config_is_the_config_default():
     assert experiment_config(pyproject["tool"]["flwr"]["app"]["config"]) == ExperimentConfig()
 
 
+def test_a_run_config_is_parsed_once_and_a_bad_value_is_still_one_line():
+    run_config = ExperimentConfig(split="iid", num_clients=5).to_run_config()
+    first = experiment_config(run_config)
+    assert experiment_config(dict(reversed(run_config.items()))) is first  # any key order
+    assert experiment_config(run_config | {"num-clients": 6}).num_clients == 6
+    with pytest.raises(ConfigError, match=r"num_clients must be a whole number, got \[1, 2\]"):
+        experiment_config(run_config | {"num-clients": [1, 2]})  # unhashable: parsed, not cached
+    with pytest.raises(ConfigError, match="unknown run-config key"):
+        experiment_config(run_config | {"local-epoch": 3})
+
+
 def test_unknown_run_config_key_is_named():
     with pytest.raises(ConfigError, match=r"unknown run-config key\(s\): local-epoch;"):
         config_from_run_config({"local-epoch": 3})

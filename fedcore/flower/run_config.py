@@ -19,7 +19,12 @@ def experiment_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
     """The experiment settings in a run config; a mistyped key raises `ConfigError`.
     Parsed once per run config, not in every message of every client (the ClientApp
     and its privacy mod each read it)."""
-    return _parsed(tuple(sorted(item for item in run_config.items() if item[0] != RESULTS_DIR_KEY)))
+    items = tuple(sorted(item for item in run_config.items() if item[0] != RESULTS_DIR_KEY))
+    try:
+        hash(items)
+    except TypeError:  # a value Flower's run configs do not hold (a list): its own error
+        return config_from_run_config(dict(items))
+    return _parsed(items)
 
 
 @functools.lru_cache(maxsize=16)
