@@ -133,3 +133,16 @@ def test_an_mlp_is_scored_by_onednn_as_by_its_own_forward_pass(kind):
     assert torch.equal(digits, expected.argmax(dim=1))
     again, _ = predict(model, x)
     assert torch.equal(logits, again)
+
+
+@pytest.mark.parametrize("parts", [2, 3, 7])
+def test_scoring_in_slices_on_threads_gives_the_logits_of_one_pass(parts):
+    """The global model is scored in slices, one a core: the same bits as one pass."""
+    x, y = toy_data(2001)
+    model = build_model(5, "2nn")
+    train(model, x, y, epochs=1, batch_size=32, learning_rate=0.05, momentum=0.9, seed=0)
+    whole, digits = predict(model, x)
+    sliced, sliced_digits = predict(model, x, parts)
+    assert torch.equal(sliced, whole) and torch.equal(sliced_digits, digits)
+    assert not sliced.requires_grad  # each thread scores without autograd
+    assert evaluate(model, x, y, [[1, 2]], parts) == evaluate(model, x, y, [[1, 2]])

@@ -44,7 +44,13 @@ from fedcore.flower.client_app import PARTITION_RECORD
 from fedcore.flower.secure_aggregation import run_secure_aggregation, training_replies
 from fedcore.flower.strategies import RoundLog, RunLog, build_strategy, client_of, failure_reason
 from fedcore.learning.attacks import stamp_trigger
-from fedcore.learning.evaluation import Evaluation, backdoor_success, digit_accuracy, evaluate
+from fedcore.learning.evaluation import (
+    Evaluation,
+    backdoor_success,
+    digit_accuracy,
+    evaluate,
+    scoring_parts,
+)
 from fedcore.learning.models import build_model
 from fedcore.privacy.curious_server import CuriousServer
 
@@ -334,7 +340,8 @@ class GlobalEvaluation:
         """The model after `server_round` scored and recorded."""
         self.model.load_state_dict(arrays.to_torch_state_dict())
         data = self.data
-        evaluation = evaluate(self.model, data.test_x, data.test_y, self.subsets)
+        parts = scoring_parts()
+        evaluation = evaluate(self.model, data.test_x, data.test_y, self.subsets, parts)
         success = None
         if self.target is not None:
             success = backdoor_success(self.model, self.triggered_x, self.target)
