@@ -60,6 +60,7 @@ from fedcore.experiment.results import (
     FederatedResult,
 )
 from fedcore.experiment.specs import ConfigError
+from fedcore.flower.arrays import torch_state
 from fedcore.learning.attacks import is_attacker
 from fedcore.learning.baselines import centralized_result, check_isolated, client_result
 from fedcore.learning.evaluation import cross_accuracy
@@ -165,7 +166,7 @@ class IsolatedModels:
         if is_attacker(self.config, int(record["client"])):
             return
         entry = {
-            "weights": reply.content["arrays"].to_torch_state_dict(),
+            "weights": torch_state(reply.content["arrays"]),
             "losses": list(record["epoch-losses"]),
         }
         self._done(int(record["client"]), entry)

@@ -73,7 +73,15 @@ MEMORY_RESULTS = 256  # finished results kept in memory, most recent first
 # threaded call (the update norms' dot products): in the engine that took a third of
 # a core from the ClientApps every round (docs/benchmarks.md, a round at scale). The
 # engine's cores are for its workers; and one thread sums in one order everywhere.
-ENGINE_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1"}
+# glibc's malloc hands a freed buffer of a model's size (800 KB for the 2NN, several
+# a client task) back to the system and faults fresh pages in for the next: with
+# these thresholds (its own largest mmap threshold, and a trim threshold four times
+# that) it keeps them, and the engine's processes fault a fraction as often
+# (docs/benchmarks.md).
+ENGINE_ENVIRONMENT = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=134217728",
+}
 
 
 class EngineError(RuntimeError):

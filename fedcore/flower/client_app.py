@@ -34,6 +34,7 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from fedcore.data.mnist import MnistData, load_mnist
 from fedcore.data.partition import ClientPartition, Partitions, partition_clients
 from fedcore.experiment.config import ExperimentConfig
+from fedcore.flower.arrays import torch_record, torch_state
 from fedcore.flower.fednova import LOCAL_STEPS
 from fedcore.flower.run_config import experiment_config
 from fedcore.flower.scaffold import CONTROL_CHANGE, ClientControl
@@ -104,7 +105,7 @@ def train_handler(msg: Message, context: Context) -> Message:
     control = ClientControl.of(msg, context)  # SCAFFOLD's c and c_i
     try:
         data, partition = _partition(config, partition_id)
-        sent = msg.content["arrays"].to_torch_state_dict()
+        sent = torch_state(msg.content["arrays"])
         model = model_with_weights(config.model, sent)
         losses = train_on_partition(
             model,
@@ -132,7 +133,7 @@ def train_handler(msg: Message, context: Context) -> Message:
     }
     content = RecordDict(
         {
-            "arrays": ArrayRecord(model.state_dict()),
+            "arrays": torch_record(model.state_dict()),
             "metrics": MetricRecord(metrics),
             "client": ConfigRecord({"client": client, "epoch-losses": losses}),
             **scaffold,

@@ -39,6 +39,7 @@ from fedcore.data.partition import missing_subsets, partition_clients
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.progress import FederatedRunError, Progress, ProgressCallback
 from fedcore.experiment.results import FederatedResult, RoundResult
+from fedcore.flower.arrays import torch_state
 from fedcore.flower.behind import Behind
 from fedcore.flower.client_app import PARTITION_RECORD
 from fedcore.flower.secure_aggregation import run_secure_aggregation, training_replies
@@ -338,7 +339,7 @@ class GlobalEvaluation:
 
     def score(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         """The model after `server_round` scored and recorded."""
-        self.model.load_state_dict(arrays.to_torch_state_dict())
+        self.model.load_state_dict(torch_state(arrays))
         data = self.data
         parts = scoring_parts()
         evaluation = evaluate(self.model, data.test_x, data.test_y, self.subsets, parts)

@@ -43,7 +43,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 from torch import nn
 
-from fedcore.flower.arrays import array_record, numpy_arrays
+from fedcore.flower.arrays import array_record, numpy_arrays, torch_state
 
 CONTROL = "scaffold-control"  # the server's c, in every training message
 CONTROL_CHANGE = "scaffold-control-change"  # a client's c_i+ - c_i, in its reply
@@ -124,9 +124,9 @@ class ClientControl:
         c from the message, c_i from the node state, zeros the first time."""
         if CONTROL not in msg.content.array_records:
             return None
-        server = msg.content[CONTROL].to_torch_state_dict()
+        server = torch_state(msg.content[CONTROL])
         if CLIENT_CONTROL in context.state.array_records:
-            own = context.state[CLIENT_CONTROL].to_torch_state_dict()
+            own = torch_state(context.state[CLIENT_CONTROL])
         else:
             own = {key: torch.zeros_like(value) for key, value in server.items()}
         return cls(server, own)

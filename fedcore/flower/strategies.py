@@ -26,6 +26,7 @@ from flwr.serverapp.strategy import Strategy
 from fedcore.experiment.config import ExperimentConfig
 from fedcore.experiment.progress import FederatedRunError
 from fedcore.experiment.specs import CENTRAL_DP
+from fedcore.flower.arrays import flat_float64
 from fedcore.flower.behind import Behind
 from fedcore.flower.fednova import FedNova
 from fedcore.flower.scaffold import Scaffold
@@ -157,10 +158,6 @@ class RunLog:
     failures: list[str] = field(default_factory=list)
 
 
-def _flat(arrays: Iterable[Array]) -> np.ndarray:
-    return np.concatenate([a.numpy().ravel() for a in arrays], dtype=np.float64)
-
-
 def kept_clients(strategy: Strategy, replies: list[Message]) -> list[int] | None:
     """The clients whose updates the rule aggregates, for the rules that choose whole
     updates (Krum, MultiKrum); None for the others. It asks Flower's own selection
@@ -198,12 +195,12 @@ def measure_updates(
 ) -> None:
     """How far each client's update moved the model (`update_norm`) and how it lines up
     with the aggregate's move (`update_cosine`)."""
-    start = _flat(sent.values())
-    updates = {client: _flat(arrays) - start for client, arrays in received.items()}
+    start = flat_float64(sent.values())
+    updates = {client: flat_float64(arrays) - start for client, arrays in received.items()}
     for client, update in updates.items():
         entry.update_norm[client] = float(np.linalg.norm(update))
     if aggregate is not None:
-        moved = _flat(aggregate.values()) - start
+        moved = flat_float64(aggregate.values()) - start
         for client, update in updates.items():
             scale = np.linalg.norm(update) * np.linalg.norm(moved)
             entry.update_cosine[client] = float(update @ moved / scale) if scale else 0.0
