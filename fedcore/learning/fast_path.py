@@ -134,7 +134,8 @@ def fast_train(
     generator = torch.Generator().manual_seed(seed)
     originals = [t for layer in _linear_layers(model) for t in layer]
     weights = torch.cat([t.reshape(-1) for t in originals])
-    grads, velocity = torch.empty_like(weights), torch.zeros_like(weights)
+    grads = torch.empty_like(weights)
+    velocity = torch.zeros_like(weights) if momentum else None
     layers, layer_grads = _pairs(_views(weights, originals)), _pairs(_views(grads, originals))
     start_weights = weights.clone() if proximal_mu else None
     flat_correction = None
@@ -154,7 +155,7 @@ def fast_train(
                 total += _backprop(layers, layer_grads, batch_x, targets)
                 if start_weights is not None:  # FedProx: + mu * (w - w_start)
                     grads.add_(weights, alpha=proximal_mu).sub_(start_weights, alpha=proximal_mu)
-                if momentum:
+                if velocity is not None:
                     velocity.mul_(momentum).add_(grads)  # v = m * v + g (v starts at 0: v = g)
                     weights.sub_(velocity, alpha=learning_rate)
                 else:  # v = 0 * v + g is g: two passes over the weights fewer a step
