@@ -68,26 +68,33 @@ def _mlp_logits_no_grad(model: MLP, x: torch.Tensor) -> torch.Tensor:
 
 
 def _use_onednn(model: nn.Module) -> bool:
-    return isinstance(model, MLP) and torch.backends.mkldnn.is_available()
+    return (
+        isinstance(model, MLP)
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
 
 
 def _mlp_logits(model: MLP, x: torch.Tensor) -> torch.Tensor:
-    """An MLP's logits with each linear layer computed by oneDNN instead of MKL.
+    """An MLP's logits with each linear layer (and the ReLU after it) computed by
+    oneDNN instead of MKL.
 
     PyTorch's float32 matrix product on x86 is MKL's sgemm, which takes a generic
-    path on AMD processors; oneDNN, also inside PyTorch (it is what
-    `torch.utils.mkldnn.MkldnnLinear` calls), picks its kernels by instruction set,
-    and scores the test set markedly faster there (docs/benchmarks.md). The same
-    float32 products, summed in another order: the logits agree with `model(x)` to
-    within about 1e-6, and a given machine always gives the same ones. Scoring the global
-    model after every round is most of a one-client round, so this is where it pays.
+    path on AMD processors; oneDNN, also inside PyTorch, picks its kernels by
+    instruction set, and scores the test set markedly faster there
+    (docs/benchmarks.md). `mkldnn._linear_pointwise` is the oneDNN linear layer
+    PyTorch's own compiler emits for the CPU: it takes and gives plain tensors (no
+    copy into oneDNN's layout and back, as `aten.mkldnn_linear` needs) and applies
+    the ReLU to its output in place. The same float32 products, summed in another
+    order than MKL's: the logits agree with `model(x)` to within about 1e-6, and a
+    given machine always gives the same ones. Scoring the global model after every
+    round is most of a one-client round, so this is where it pays.
     """
+    linears = model.layers[0::2]  # each but the last followed by a ReLU (`MLP`)
     h = x
-    for layer in model.layers:
-        if isinstance(layer, nn.Linear):
-            h = torch.ops.aten.mkldnn_linear(h.to_mkldnn(), layer.weight, layer.bias).to_dense()
-        else:
-            h = layer(h)
+    for i, linear in enumerate(linears):
+        attr = "relu" if i + 1 < len(linears) else "none"
+        h = torch.ops.mkldnn._linear_pointwise(h, linear.weight, linear.bias, attr, [], "")
     return h
 
 
