@@ -65,9 +65,13 @@ def numpy_array(array: Array) -> np.ndarray:
     return np.array(_view(array))
 
 
-def flat_float64(arrays: Iterable[Array]) -> np.ndarray:
-    """The arrays' values, one after the other, as one float64 vector."""
-    return np.concatenate([_view(a).ravel() for a in arrays], dtype=np.float64)
+def flat_float64(arrays: Iterable[Array], out: np.ndarray | None = None) -> np.ndarray:
+    """The arrays' values, one after the other, as one float64 vector (written into
+    `out` if given)."""
+    parts = [_view(a).ravel() for a in arrays]
+    if out is None:
+        return np.concatenate(parts, dtype=np.float64)
+    return np.concatenate(parts, out=out, casting="same_kind")
 
 
 def numpy_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:

@@ -194,15 +194,20 @@ def measure_updates(
     aggregate: ArrayRecord | None,
 ) -> None:
     """How far each client's update moved the model (`update_norm`) and how it lines up
-    with the aggregate's move (`update_cosine`)."""
+    with the aggregate's move (`update_cosine`).
+
+    One client at a time, in one reused float64 buffer: all of a round's updates at
+    once were 160 MB at 100 clients of the 2NN, freed and faulted in again every round."""
     start = flat_float64(sent.values())
-    updates = {client: flat_float64(arrays) - start for client, arrays in received.items()}
-    for client, update in updates.items():
-        entry.update_norm[client] = float(np.linalg.norm(update))
-    if aggregate is not None:
-        moved = flat_float64(aggregate.values()) - start
-        for client, update in updates.items():
-            scale = np.linalg.norm(update) * np.linalg.norm(moved)
+    moved = None if aggregate is None else flat_float64(aggregate.values()) - start
+    moved_norm = None if moved is None else np.linalg.norm(moved)
+    update = np.empty_like(start)
+    for client, arrays in received.items():
+        np.subtract(flat_float64(arrays, out=update), start, out=update)
+        norm = np.linalg.norm(update)
+        entry.update_norm[client] = float(norm)
+        if moved is not None:
+            scale = norm * moved_norm
             entry.update_cosine[client] = float(update @ moved / scale) if scale else 0.0
 
 
