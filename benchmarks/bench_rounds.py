@@ -36,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,38 +137,51 @@ def measure_in(tree: Path, function: str, *args: object) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_round_arguments(parser: argparse.ArgumentParser) -> None:
+    """The settings of `measure` and of the before-and-now comparison."""
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--fraction", type=float, default=0.1, help="share of clients a round")
     parser.add_argument("--batch-size", type=int, default=10, help="60000: B=inf")
-    parser.add_argument("--client-calls", type=int, default=0, help="also time one client")
     parser.add_argument("--repeat", type=int, default=1, help="before and now, alternated")
     parser.add_argument("--before", default=BEFORE_COMMIT, help="the commit to compare with")
-    args = parser.parse_args()
-    data_dir = str(Path(args.data_dir).resolve())
-    runs: dict[str, list[dict]] = {"before": [], "now": []}
+
+
+@contextmanager
+def before_and_now(before: str) -> Iterator[dict[str, Path]]:
+    """`{"before": a scratch git worktree of the commit `before`, "now": this tree}`,
+    the worktree removed after."""
     with tempfile.TemporaryDirectory() as scratch:
         trees = {"before": Path(scratch) / "before", "now": ROOT}
-        subprocess.run(["git", "worktree", "add", "--detach", str(trees["before"]), args.before],
+        subprocess.run(["git", "worktree", "add", "--detach", str(trees["before"]), before],
                        cwd=ROOT, check=True, capture_output=True)  # fmt: skip
         try:
-            for _ in range(args.repeat):
-                for name, tree in trees.items():
-                    row = {}
-                    if args.client_calls:
-                        row["client"] = measure_in(
-                            tree, "client_task", data_dir, args.client_calls, args.batch_size
-                        )
-                    if args.rounds:
-                        row |= measure_in(
-                            tree, "measure", data_dir, args.rounds, args.fraction, args.batch_size
-                        )
-                    runs[name].append(row)
+            yield trees
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(trees["before"])],
                            cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_round_arguments(parser)
+    parser.add_argument("--client-calls", type=int, default=0, help="also time one client")
+    args = parser.parse_args()
+    data_dir = str(Path(args.data_dir).resolve())
+    runs: dict[str, list[dict]] = {"before": [], "now": []}
+    with before_and_now(args.before) as trees:
+        for _ in range(args.repeat):
+            for name, tree in trees.items():
+                row = {}
+                if args.client_calls:
+                    row["client"] = measure_in(
+                        tree, "client_task", data_dir, args.client_calls, args.batch_size
+                    )
+                if args.rounds:
+                    row |= measure_in(
+                        tree, "measure", data_dir, args.rounds, args.fraction, args.batch_size
+                    )
+                runs[name].append(row)
     print(json.dumps(runs, indent=2))
     for name, rows in runs.items():
         for row in rows:

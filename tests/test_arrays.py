@@ -90,3 +90,6 @@ def test_a_model_round_trips_as_flowers_own_conversions_do():
     flat = flat_float64(flowers.values())
     assert flat.dtype == np.float64
     assert np.array_equal(flat, np.concatenate([t.numpy().ravel() for t in state.values()]))
+    into = np.full(len(flat), np.nan)
+    assert flat_float64(flowers.values(), out=into) is into  # the update measures' buffer
+    assert np.array_equal(into, flat)
