@@ -122,18 +122,28 @@ def client_task(data_dir: str, calls: int, batch_size: int = 10) -> dict:
     }
 
 
-def measure_in(tree: Path, function: str, *args: object) -> dict:
-    """`function(*args)` of this script in a fresh process running the fedcore of `tree`."""
+def in_fresh_process(tree: Path, function: str, *args: object) -> dict:
+    """How to run `function(*args)` of this script in a fresh process running the
+    fedcore of `tree`: `subprocess` arguments; its last line of output is the result
+    as JSON."""
     code = (
         "import json, sys; sys.path[:0] = sys.argv[1:3]; import bench_rounds; "
         "print(json.dumps(getattr(bench_rounds, sys.argv[3])(*json.loads(sys.argv[4]))))"
     )
     where = [str(tree), str(ROOT / "benchmarks")]
+    return {
+        "args": [sys.executable, "-c", code, *where, function, json.dumps(args)],
+        "cwd": tree,
+        "env": os.environ | {"PYTHONPATH": str(tree)},
+        "text": True,
+    }
+
+
+def measure_in(tree: Path, function: str, *args: object) -> dict:
+    """`function(*args)` of this script in a fresh process running the fedcore of `tree`."""
     done = subprocess.run(
-        [sys.executable, "-c", code, *where, function, json.dumps(args)],
-        cwd=tree, env=os.environ | {"PYTHONPATH": str(tree)}, capture_output=True, text=True,
-        check=True,
-    )  # fmt: skip
+        **in_fresh_process(tree, function, *args), capture_output=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -19,18 +19,13 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_rounds import ROOT, add_round_arguments, before_and_now
+from bench_rounds import add_round_arguments, before_and_now, in_fresh_process
 
 TICKS = os.sysconf("SC_CLK_TCK")
-MEASURE = (
-    "import json, sys; sys.path[:0] = sys.argv[1:3]; import bench_rounds; "
-    "print(json.dumps(bench_rounds.measure(*json.loads(sys.argv[3]))))"
-)
 
 
 def descendants(pid: int, depth: int = 0) -> list[tuple[int, int]]:
@@ -64,10 +59,7 @@ def watched_run(tree: Path, args: list[object]) -> dict:
     seconds and faults by role: `measure` (the calling process), `engine`, `workers`."""
     seen: dict[int, tuple[int, float, int]] = {}  # pid -> (depth, cpu, faults)
     with tempfile.TemporaryFile("w+") as output:  # read once it has exited: a pipe could fill
-        process = subprocess.Popen(
-            [sys.executable, "-c", MEASURE, str(tree), str(ROOT / "benchmarks"), json.dumps(args)],
-            cwd=tree, env=os.environ | {"PYTHONPATH": str(tree)}, stdout=output, text=True,
-        )  # fmt: skip
+        process = subprocess.Popen(**in_fresh_process(tree, "measure", *args), stdout=output)
         try:
             while process.poll() is None:
                 for pid, depth in descendants(process.pid):

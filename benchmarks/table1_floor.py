@@ -26,12 +26,11 @@ import argparse
 import csv
 import os
 import statistics
-import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
+from calibrate_cost import best_of
 from torch import nn
 
 from fedcore.data.mnist import load_mnist
@@ -46,16 +45,9 @@ from fedcore.reproduction.table_file import read_reproduced_table
 FIRST_SEED = 42  # the reproduction's first seed: its splits
 
 
-def fastest_seconds(work: Callable[[], object], repeats: int) -> float:
-    """The fastest of `repeats` timings, after one untimed call: a floor, and a busy
-    neighbour of this virtual machine only ever adds to a timing."""
-    work()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
+def epoch_key(config: ExperimentConfig) -> str:
+    """Which client epoch's timing a row uses: its split and batch size."""
+    return f"{config.split},B={config.batch_size}"
 
 
 def linear_flops(model: nn.Module, images: int, backward: bool) -> float:
@@ -75,19 +67,19 @@ def measure(data_dir: str, configs: list[ExperimentConfig], repeats: int) -> dic
     data = load_mnist(data_dir)
     timings: dict[str, float] = {}
     for config in configs:
-        key = f"{config.split},B={config.batch_size}"
+        key = epoch_key(config)
         if key in timings:
             continue
         partition = partition_clients(data.train_y, config)[0]
         model = build_model(config.seed, config.model)
-        timings[key] = fastest_seconds(
-            lambda: train_on_partition(model, data, partition, config, server_round=1),  # noqa: B023
+        timings[key] = best_of(
             repeats,
+            lambda: train_on_partition(model, data, partition, config, server_round=1),  # noqa: B023
         )
     model = build_model(FIRST_SEED, configs[0].model)
-    timings["scoring"] = fastest_seconds(lambda: predict(model, data.test_x), repeats)
+    timings["scoring"] = best_of(repeats, lambda: predict(model, data.test_x))
     a, b = torch.randn(600, 784), torch.randn(784, 200)
-    sgemm = fastest_seconds(lambda: a @ b, 50 * repeats)
+    sgemm = best_of(50 * repeats, lambda: a @ b)
     timings["sgemm_gflops"] = 2 * 600 * 784 * 200 / sgemm / 1e9
     return timings
 
@@ -130,7 +122,7 @@ def main() -> None:
     for row, measured, config in rows:
         rounds = int(measured) if measured is not None else config.num_rounds
         clients = config.clients_per_round
-        client = busy[f"{config.split},B={config.batch_size}"]
+        client = busy[epoch_key(config)]
         floor = rounds * (clients * client + busy["scoring"]) / cores
         images = 60_000 // config.num_clients
         flops = rounds * (clients * linear_flops(model, images, backward=True)

@@ -71,7 +71,7 @@ def flat_float64(arrays: Iterable[Array], out: np.ndarray | None = None) -> np.n
     parts = [_view(a).ravel() for a in arrays]
     if out is None:
         return np.concatenate(parts, dtype=np.float64)
-    return np.concatenate(parts, out=out, casting="same_kind")
+    return np.concatenate(parts, out=out)
 
 
 def numpy_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
